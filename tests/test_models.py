@@ -1,0 +1,65 @@
+"""Model structure, and self-contained saved models that take raw pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from keras import layers
+
+from mnistlab import models
+
+
+def kinds(model) -> list[str]:
+    return [type(layer).__name__ for layer in model.layers]
+
+
+def test_cnn_layer_order():
+    assert kinds(models.build_cnn()) == [
+        "InputLayer",
+        "Rescaling",
+        "Conv2D",
+        "ReLU",
+        "MaxPooling2D",
+        "Conv2D",
+        "ReLU",
+        "MaxPooling2D",
+        "Flatten",
+        "Dropout",
+        "Dense",
+    ]
+
+
+def test_dense_has_dropout_half_between_dense_layers():
+    model = models.build_dense()
+    assert kinds(model) == ["InputLayer", "Rescaling", "Flatten", "Dense", "Dropout", "Dense", "Dropout", "Dense"]
+    assert all(layer.rate == 0.5 for layer in model.layers if isinstance(layer, layers.Dropout))
+    assert not any(isinstance(layer, layers.Conv2D) for layer in model.layers)
+
+
+def test_cnn_has_far_fewer_parameters_than_dense():
+    assert models.build_cnn().count_params() * 10 < models.build_dense().count_params()
+
+
+def test_best_cnn_keeps_the_conv_relu_pool_dropout_dense_idea():
+    names = kinds(models.build_best_cnn())
+    for kind in ("Conv2D", "ReLU", "MaxPooling2D", "Dropout", "Dense", "BatchNormalization"):
+        assert kind in names
+    assert names.index("Conv2D") < names.index("MaxPooling2D") < names.index("Flatten") < names.index("Dense")
+
+
+def test_augmentation_only_changes_images_in_training():
+    model = models.build_cnn(augment=True)
+    augment = model.get_layer("augmentation")
+    image = np.zeros((1, 28, 28, 1), np.float32)
+    image[0, 10:18, 12:16] = 1.0
+    np.testing.assert_array_equal(np.asarray(augment(image, training=False)), image)
+    assert not np.allclose(np.asarray(augment(np.repeat(image, 8, 0), training=True)), np.repeat(image, 8, 0))
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 28), (3, 28, 28, 1)])
+def test_models_take_raw_pixels_with_or_without_channel_axis(shape):
+    model = models.build_cnn()
+    pixels = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    probabilities = np.asarray(model(pixels.astype(np.float32)))
+    assert probabilities.shape == (3, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
