@@ -63,7 +63,9 @@ def positive_float(text: str) -> float:
 
 def new_parser(description: str | None) -> argparse.ArgumentParser:
     """A parser that shows defaults in ``--help`` and keeps the docstring's line breaks."""
-    return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
 
 
 def add_io_flags(parser: argparse.ArgumentParser) -> None:
@@ -185,6 +187,11 @@ def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, batch_si
         default="none",
         help="none: one device; mirrored: all local GPUs (or --cpu-replicas logical CPUs); "
         "multiworker: machines described by the TF_CONFIG variable (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--track-test",
+        action="store_true",
+        help="for benchmarks: also record test accuracy after every epoch (not timed, never used for tuning)",
     )
     parser.add_argument(
         "--cpu-replicas",

@@ -44,14 +44,15 @@ def classes_out(x: keras.KerasTensor) -> keras.KerasTensor:
 def build_cnn(
     filters: tuple[int, ...] = (32, 64),
     kernel_sizes: tuple[int, ...] = (5, 3),
-    dropout: float = 0.5,
+    dropout: float = 0.25,
     augment: bool = False,
 ) -> keras.Model:
     """The project's CNN: [Conv2D → ReLU → MaxPooling2D] per block → Flatten → Dropout → Dense softmax.
 
     Why these choices (measured, see README): a 5×5 first kernel sees whole pen strokes and costs little on a
     one-channel input; the 3×3 second block combines them; each 2×2 max-pool halves the map, so the dense
-    head sees 5×5×64 features instead of 28×28 pixels — 35k parameters in all.
+    head sees 5×5×64 features instead of 28×28 pixels — 35k parameters in all. Dropout 0.25 rather than 0.5:
+    over 5 short epochs the lighter dropout measured ~0.1 point better (0.5 is for long training).
     """
     inputs, x = pixels_in(augment)
     for block, (count, size) in enumerate(zip(filters, kernel_sizes, strict=True), start=1):

@@ -84,3 +84,35 @@ def comparison_figure(rows: dict[str, dict[str, Any]], histories: dict[str, list
     figure.suptitle("CNN vs. dense network on MNIST", fontsize=14)
     figure.tight_layout()
     return figure
+
+
+def benchmark_figure(runs: dict[str, list[dict[str, Any]]]) -> plt.Figure:
+    """Test accuracy against training seconds, one curve per run (per-epoch test accuracy)."""
+    figure, axis = plt.subplots(figsize=(9, 5.5))
+    palette = {"baseline": "#7f7f7f", "cnn": COLORS["cnn"], "dense": COLORS["dense"], "cnn-best": "#2ca02c"}
+    for name, records_ in runs.items():
+        for index, record in enumerate(records_):
+            elapsed, total = [], 0.0
+            for seconds in record["epoch_seconds"]:
+                total += seconds
+                elapsed.append(total)
+            axis.plot(
+                elapsed,
+                [a * 100 for a in record["epoch_test_accuracy"]],
+                marker=".",
+                alpha=0.8,
+                color=palette.get(name, "black"),
+                label=name if index == 0 else None,
+            )
+    axis.axhline(99.0, color="black", linewidth=0.8, linestyle="--")
+    axis.set(
+        xscale="log",
+        xlabel="training seconds (log scale)",
+        ylabel="test accuracy (%)",
+        title="Test accuracy against training time, every benchmark run",
+        ylim=(96, 100),
+    )
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,201 @@
+"""Every bad input: one clear line on stderr, exit 2 for bad flags and 1 for bad data or files, no traceback,
+and no file left behind."""
+
+from __future__ import annotations
+
+import shutil
+
+import keras
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, run_script, write_idx
+
+from mnistlab import data
+
+
+def outputs(tmp_path):
+    return ["--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results")]
+
+
+def assert_nothing_written(tmp_path):
+    for folder in ("models", "results"):
+        path = tmp_path / folder
+        if path.exists():
+            assert not list(path.iterdir()), list(path.iterdir())
+
+
+@pytest.mark.parametrize("script", ["train_cnn.py", "train_dense.py"])
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--epochs", "ten"], "--epochs: expected a whole number"),
+        (["--epochs", "0"], "--epochs: must be at least 1"),
+        (["--batch-size", "-3"], "--batch-size: must be at least 1"),
+        (["--batch-size", "1.5"], "--batch-size: expected a whole number"),
+        (["--train-size", "0"], "--train-size: must be at least 1"),
+        (["--train-size", "x"], "--train-size: expected a whole number"),
+        (["--learning-rate", "-1"], "--learning-rate: must be greater than 0"),
+        (["--val-split", "1.5"], "--val-split: must be between 0 and 1"),
+        (["--no-such-flag"], "unrecognized arguments"),
+    ],
+    ids=[
+        "epochs-text",
+        "epochs-zero",
+        "batch-negative",
+        "batch-float",
+        "train-size-zero",
+        "train-size-text",
+        "lr-negative",
+        "val-split",
+        "unknown",
+    ],
+)
+def test_bad_flags_exit_2(tmp_path, script, flags, fragment):
+    result = run_script(script, *flags, *outputs(tmp_path))
+    assert_one_line_error(result, 2, fragment)
+    assert_nothing_written(tmp_path)
+
+
+def bad_idx(kind):
+    """Make a directory of IDX files (a tiny real-format set) with one kind of damage."""
+
+    def make(folder, mnist):
+        arrays = {
+            "x_train": mnist.x_train[:100],
+            "y_train": mnist.y_train[:100],
+            "x_test": mnist.x_test[:50],
+            "y_test": mnist.y_test[:50],
+        }
+        if kind == "counts":
+            arrays["y_train"] = arrays["y_train"][:99]
+        if kind == "labels":
+            arrays["y_test"] = arrays["y_test"] + 10
+        for key, stem in data.IDX_FILES.items():
+            magic = data.IDX_IMAGES_MAGIC if key[0] == "x" else data.IDX_LABELS_MAGIC
+            write_idx(folder / stem, arrays[key], magic)
+        images = folder / data.IDX_FILES["x_train"]
+        if kind == "magic":
+            images.write_bytes(b"\x00\x00\x08\x04" + images.read_bytes()[4:])
+        if kind == "truncated":
+            images.write_bytes(images.read_bytes()[:5000])
+        if kind == "missing":
+            images.unlink()
+        return folder
+
+    return make
+
+
+def bad_npz(**arrays):
+    def make(folder, mnist):
+        base = {
+            "x_train": mnist.x_train[:100],
+            "y_train": mnist.y_train[:100],
+            "x_test": mnist.x_test[:50],
+            "y_test": mnist.y_test[:50],
+        }
+        base.update(arrays)
+        path = folder / "data.npz"
+        np.savez(path, **{k: v for k, v in base.items() if v is not None})
+        return path
+
+    return make
+
+
+def empty_file(folder, mnist):
+    path = folder / "empty.npz"
+    path.write_bytes(b"")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda folder, mnist: folder / "nowhere.npz", "no such file or directory"),
+        (empty_file, "the file is empty"),
+        (bad_idx("missing"), "no train-images-idx3-ubyte"),
+        (bad_idx("magic"), "wrong magic number"),
+        (bad_idx("truncated"), "truncated"),
+        (bad_idx("counts"), "100 train images but 99 train labels"),
+        (bad_idx("labels"), "expected 0-9"),
+        (bad_npz(x_test=np.zeros((50, 32, 32), np.uint8)), "expected (N, 28, 28)"),
+        (bad_npz(y_train=None), "missing y_train"),
+        (bad_npz(x_train=np.zeros((100, 28, 28), np.float64)), "expected uint8"),
+        (bad_npz(x_train=np.zeros((100, 784), np.uint8)), "expected (N, 28, 28)"),
+    ],
+    ids=[
+        "missing-path",
+        "empty-file",
+        "no-idx-files",
+        "idx-magic",
+        "idx-truncated",
+        "count-mismatch",
+        "labels-range",
+        "not-28x28",
+        "npz-keys",
+        "npz-dtype",
+        "npz-rank",
+    ],
+)
+def test_bad_data_exit_1(tmp_path, mnist, make, fragment):
+    source = tmp_path / "source"
+    source.mkdir()
+    path = make(source, mnist)
+    result = run_script("train_dense.py", "--data", str(path), "--epochs", "1", *outputs(tmp_path))
+    assert_one_line_error(result, 1, fragment)
+    assert_nothing_written(tmp_path)
+
+
+def test_train_size_larger_than_data(tmp_path, small_npz):
+    result = run_script("train_cnn.py", "--data", str(small_npz), "--train-size", "9000", *outputs(tmp_path))
+    assert_one_line_error(result, 1, "--train-size 9000 is larger than the 8000 training images")
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("flag", ["--models-dir", "--results-dir"])
+def test_unwritable_output_dir(tmp_path, flag):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    args = {"--models-dir": str(tmp_path / "models"), "--results-dir": str(tmp_path / "results")}
+    args[flag] = str(blocker / "sub")
+    result = run_script("train_dense.py", *[x for pair in args.items() for x in pair])
+    assert_one_line_error(result, 1, "cannot write to the", flag)
+
+
+# --- compare.py on broken models ----------------------------------------------------------------------------------
+@pytest.fixture
+def compare_dirs(trained, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(trained["models"], models)
+    return models, trained["results"]
+
+
+def compare(models, results):
+    return run_script("compare.py", "--models-dir", str(models), "--results-dir", str(results))
+
+
+def test_compare_with_model_missing(compare_dirs):
+    models, results = compare_dirs
+    (models / "cnn.keras").unlink()
+    assert_one_line_error(compare(models, results), 1, "cnn.keras not found", "run `python train_cnn.py` first")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_compare_with_corrupt_model(compare_dirs, damage):
+    models, results = compare_dirs
+    path = models / "dense.keras"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"not a keras file at all")
+    assert_one_line_error(
+        compare(models, results), 1, "dense.keras is not a readable Keras model", "python train_dense.py"
+    )
+
+
+def test_compare_with_model_of_wrong_input(compare_dirs):
+    models, results = compare_dirs
+    inputs = keras.Input((32, 32, 3))
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs))).save(models / "cnn.keras")
+    assert_one_line_error(compare(models, results), 1, "takes inputs of shape (32, 32, 3)", "python train_cnn.py")
+
+
+def test_compare_bad_flag(tmp_path):
+    assert_one_line_error(run_script("compare.py", "--frobnicate"), 2, "")

@@ -1,0 +1,87 @@
+"""Real training runs of both scripts on a slice of real MNIST: accuracy floors and the records they write."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import SMALL_EPOCHS, SMALL_TRAIN
+
+from mnistlab import data
+
+# Floors for 3 epochs on 6,000 real training images, checked on all 10,000 test images.
+CNN_FLOOR = 0.95
+DENSE_FLOOR = 0.90
+
+
+def run_record(trained, name):
+    return json.loads((trained["results"] / f"{name}_run.json").read_text())
+
+
+@pytest.mark.parametrize(("name", "floor"), [("cnn", CNN_FLOOR), ("dense", DENSE_FLOOR)])
+def test_short_real_training_reaches_floor(trained, name, floor):
+    record = run_record(trained, name)
+    assert record["test_accuracy"] >= floor, record["test_accuracy"]
+    assert record["test_images"] == 10000
+    assert record["test_errors"] == round((1 - record["test_accuracy"]) * 10000)
+
+
+def test_cnn_beats_dense_on_the_same_budget(trained):
+    assert run_record(trained, "cnn")["test_accuracy"] > run_record(trained, "dense")["test_accuracy"]
+
+
+@pytest.mark.parametrize("name", ["cnn", "dense"])
+def test_run_record_contents(trained, name):
+    record = run_record(trained, name)
+    assert record["epochs"] == SMALL_EPOCHS
+    assert record["train_images"] + record["validation_images"] == SMALL_TRAIN
+    assert record["validation_images"] == SMALL_TRAIN // 10
+    assert record["parameters"] == keras.saving.load_model(trained["models"] / f"{name}.keras").count_params()
+    assert record["training_seconds"] > 0 and record["seed"] == 1
+    assert record["data_source"].startswith(("PyPI", "keras"))
+    for key in ("tensorflow", "keras", "numpy", "cpu", "gpu", "python"):
+        assert record["environment"][key], key
+
+
+@pytest.mark.parametrize("name", ["cnn", "dense"])
+def test_history_has_every_epoch(trained, name):
+    epochs = json.loads((trained["results"] / f"{name}_history.json").read_text())["epochs"]
+    assert [row["epoch"] for row in epochs] == list(range(SMALL_EPOCHS))
+    for row in epochs:
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+            assert np.isfinite(row[key]) and row[key] >= 0, (key, row)
+    assert epochs[-1]["val_accuracy"] > epochs[0]["val_accuracy"] - 0.01
+
+
+def test_summary_line_and_run_log(trained):
+    out = trained["outputs"]["train_cnn.py"].stdout
+    assert "cnn: test accuracy" in out and "errors / 10,000" in out and "parameters" in out
+    lines = (trained["results"] / "runs.jsonl").read_text().splitlines()
+    assert [json.loads(line)["name"] for line in lines] == ["cnn", "dense"]
+
+
+def test_no_temp_or_backup_files_left(trained):
+    leftovers = [p.name for p in trained["models"].iterdir()] + [p.name for p in trained["results"].iterdir()]
+    assert sorted(leftovers) == sorted(
+        [
+            "cnn.keras",
+            "dense.keras",
+            "cnn_run.json",
+            "cnn_history.json",
+            "dense_run.json",
+            "dense_history.json",
+            "runs.jsonl",
+        ]
+    )
+
+
+def test_saved_model_is_self_contained_on_raw_pixels(trained, mnist):
+    """Anyone can load the .keras file and call it on raw 0-255 images, with or without the channel axis."""
+    model = keras.saving.load_model(trained["models"] / "cnn.keras", safe_mode=True)
+    images = mnist.x_test[:500]
+    for batch in (images, images[..., None]):
+        predicted = np.asarray(model.predict(batch, verbose=0)).argmax(axis=1)
+        assert (predicted == mnist.y_test[:500]).mean() >= CNN_FLOOR - 0.02
+    assert data.IMAGE_SIZE == 28
