@@ -6,6 +6,7 @@ Ctrl-C or ``kill -9`` at any moment leaves either the old file or the new one â€
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -20,6 +21,29 @@ from mnistlab import UserError
 RUN_LOG = "runs.jsonl"
 
 
+def remove_stale_temps(target: Path) -> None:
+    """Delete temp files that a killed writer (``kill -9``, power loss) left beside ``target``.
+
+    Temp names carry the writer's PID; a file whose writer is no longer running is debris, never a file
+    that another live process is still writing.
+    """
+    for temp in target.parent.glob(f".{target.stem}.tmp-*{target.suffix}"):
+        pid = temp.name.removeprefix(f".{target.stem}.tmp-").split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                temp.unlink()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``target``; on success it replaces ``target``, on any failure it is removed.
@@ -28,7 +52,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.tmp-", suffix=target.suffix)
+    remove_stale_temps(target)
+    handle, temp = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.stem}.tmp-{os.getpid()}-", suffix=target.suffix
+    )
     os.close(handle)
     umask = os.umask(0)
     os.umask(umask)

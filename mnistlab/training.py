@@ -370,3 +370,33 @@ def prepare_backup(backup_dir: Path, config: dict[str, Any], resume: bool) -> No
     if changed:
         flags = ", ".join("--" + key.replace("_", "-") for key in changed)
         raise UserError(f"--resume needs the same flags as the interrupted run; these differ: {flags}")
+
+
+def quick_fit(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    learning_rate: float = 3e-3,
+    seed: int = 1,
+) -> dict[str, list[float]]:
+    """Compile and fit in-process with the same pipeline and schedule as the scripts; return the history.
+
+    For the experiments, which train many small models: no files, no backups, no progress bar.
+    """
+    steps = math.ceil(len(train[0]) / batch_size) * epochs
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate_schedule(learning_rate, steps)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history = model.fit(
+        pipeline(*train, batch_size, shuffle_seed=seed),
+        validation_data=pipeline(*validation, EVAL_BATCH) if validation is not None else None,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+    )
+    return {key: [float(v) for v in values] for key, values in history.history.items()}

@@ -17,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 # Small but real: enough images for the accuracy floors below, few enough for a fast suite.
 SMALL_TRAIN = 6000
 SMALL_EPOCHS = 3
+SMALL_BATCH = 64  # the defaults' large batches would give a 6,000-image slice too few steps
 
 
 def run_script(
@@ -111,6 +112,8 @@ def trained(tmp_path_factory):
             str(SMALL_TRAIN),
             "--epochs",
             str(SMALL_EPOCHS),
+            "--batch-size",
+            str(SMALL_BATCH),
             "--models-dir",
             str(models),
             "--results-dir",
