@@ -1,0 +1,259 @@
+"""The learning lab: predict.py on real digits written as image files, visualize.py, experiments.py, report.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, run_script
+from PIL import Image
+
+from mnistlab import images
+
+
+def digit_png(path, digit: np.ndarray, size: int = 280, invert: bool = True, colour: bool = False):
+    """An MNIST test digit as a large PNG, dark ink on light paper (like a scan of a drawing)."""
+    picture = Image.fromarray(255 - digit if invert else digit).resize((size, size), Image.Resampling.BICUBIC)
+    if colour:
+        picture = Image.merge("RGB", (picture, picture, picture.point(lambda v: min(255, v + 30))))
+    picture.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab_results(trained, tmp_path_factory):
+    """A results dir seeded with the trained runs, for the scripts here to write into."""
+    results = tmp_path_factory.mktemp("lab")
+    for path in trained["results"].iterdir():
+        shutil.copy(path, results)
+    return results
+
+
+def io_flags(trained, results):
+    return ["--models-dir", str(trained["models"]), "--results-dir", str(results)]
+
+
+# --- images.py: MNIST-style preprocessing -----------------------------------------------------------------------
+def test_preprocessing_recovers_mnist_geometry(tmp_path, mnist):
+    """A test digit blown up 10×, inverted and re-prepared lands where MNIST put it."""
+    original = mnist.x_test[3]
+    prepared = images.load_digit(digit_png(tmp_path / "d.png", original))
+    assert prepared.shape == (28, 28) and prepared.dtype == np.uint8
+    ys, xs = np.nonzero(prepared > 50)
+    assert ys.min() >= 3 and ys.max() <= 24 and xs.min() >= 3 and xs.max() <= 24  # inside the 20×20 box + margin
+    mass = prepared.astype(float)
+    centre = (np.indices(mass.shape) * mass).sum(axis=(1, 2)) / mass.sum()
+    assert np.allclose(centre, 13.5, atol=1.0)
+    assert np.corrcoef(prepared.ravel(), original.ravel())[0, 1] > 0.6
+
+
+def test_light_on_dark_and_colour_give_the_same_digit(tmp_path, mnist):
+    dark_on_light = images.load_digit(digit_png(tmp_path / "a.png", mnist.x_test[5]))
+    light_on_dark = images.load_digit(digit_png(tmp_path / "b.png", mnist.x_test[5], invert=False))
+    colour = images.load_digit(digit_png(tmp_path / "c.jpg", mnist.x_test[5], colour=True))
+    assert np.abs(dark_on_light.astype(int) - light_on_dark.astype(int)).mean() < 8
+    assert np.abs(dark_on_light.astype(int) - colour.astype(int)).mean() < 20
+
+
+# --- predict.py ------------------------------------------------------------------------------------------------
+def test_predict_recovers_labels_of_real_digits(trained, lab_results, tmp_path, mnist):
+    indices = range(12)
+    files = [str(digit_png(tmp_path / f"digit{i}.png", mnist.x_test[i], size=200 + 10 * i)) for i in indices]
+    result = run_script("predict.py", *files, "--json", *io_flags(trained, lab_results))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert [entry["file"] for entry in report] == files
+    for name in ("cnn", "dense"):
+        predicted = [entry["models"][name][0][0] for entry in report]
+        correct = sum(p == mnist.y_test[i] for p, i in zip(predicted, indices, strict=True))
+        assert correct >= 10, (name, predicted, mnist.y_test[:12].tolist())
+        for entry in report:
+            top = entry["models"][name]
+            assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] and 0 <= top[2][1] <= 1
+
+
+def test_predict_human_output_and_figure(trained, lab_results, tmp_path, mnist):
+    file = digit_png(tmp_path / "seven.png", mnist.x_test[0])
+    result = run_script("predict.py", str(file), "--show", *io_flags(trained, lab_results))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cnn" in result.stdout and "dense" in result.stdout and "%" in result.stdout
+    with Image.open(lab_results / "predict_seven.png") as figure:
+        assert figure.width > 600
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda p: p / "absent.png", "no such file"),
+        (lambda p: (p / "notes.png").write_text("not an image") and p / "notes.png", "not an image"),
+        (lambda p: (p / "empty.png").write_bytes(b"") or p / "empty.png", "the file is empty"),
+        (lambda p: Image.new("L", (60, 60), 255).save(p / "blank.png") or p / "blank.png", "no digit found"),
+        (lambda p: Image.new("1", (8000, 6000)).save(p / "huge.png") or p / "huge.png", "too large"),
+    ],
+    ids=["missing", "not-image", "empty-file", "blank-image", "huge-image"],
+)
+def test_predict_bad_images(trained, tmp_path, make, fragment):
+    path = make(tmp_path)
+    result = run_script("predict.py", str(path), *io_flags(trained, tmp_path / "results"))
+    assert_one_line_error(result, 1, fragment)
+
+
+def test_predict_without_models(tmp_path, mnist):
+    file = digit_png(tmp_path / "d.png", mnist.x_test[0])
+    result = run_script("predict.py", str(file), "--models-dir", str(tmp_path))
+    assert_one_line_error(result, 1, "cnn.keras not found", "python train_cnn.py")
+
+
+# --- visualize.py ----------------------------------------------------------------------------------------------
+def test_visualize(trained, lab_results):
+    result = run_script("visualize.py", *io_flags(trained, lab_results))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("Feature maps", "Errors on"))]
+    assert len(lines) == 2
+    numbers = json.loads((lab_results / "visualize.json").read_text())
+    assert numbers["feature_map_shapes"] == {
+        "relu1": [24, 24, 32],
+        "pool1": [12, 12, 32],
+        "relu2": [10, 10, 64],
+        "pool2": [5, 5, 64],
+    }
+    for name in ("cnn", "dense"):
+        matrix = np.array(numbers["confusion"][name])
+        assert matrix.sum() == 10000 and matrix.sum() - np.trace(matrix) == numbers["errors"][name]
+    for figure in ("kernels", "feature_maps", "confusion", "misclassified"):
+        with Image.open(lab_results / f"{figure}.png") as image:
+            assert image.width > 400 and len(image.convert("RGB").getcolors(1 << 20) or []) > 20
+
+
+# --- experiments.py --------------------------------------------------------------------------------------------
+def run_experiment(trained, results, name, *flags):
+    result = run_script("experiments.py", name, *flags, *io_flags(trained, results))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith(f"[{name}]")]
+    assert len(lines) == 2, result.stdout
+    assert (results / f"exp_{name}.png").is_file()
+    return json.loads((results / f"exp_{name}.json").read_text())
+
+
+def test_experiment_sharing(trained, lab_results):
+    numbers = run_experiment(trained, lab_results, "sharing")["parameters"]
+    values = list(numbers.values())
+    assert values[0] == 32 * 9 + 32  # a 3×3 conv layer: 320 weights, wherever it looks
+    assert values[1] == 784 * 26 * 26 * 32 + 26 * 26 * 32
+    assert values[2] < values[3]  # pooling shrinks the classifier
+
+
+def test_experiment_stride(trained, lab_results):
+    sizes = run_experiment(trained, lab_results, "stride")["output_sizes"]
+    assert sizes["valid"] == {"1": [26, 26], "2": [13, 13], "3": [9, 9], "4": [7, 7]}
+    assert sizes["same"] == {"1": [28, 28], "2": [14, 14], "3": [10, 10], "4": [7, 7]}
+
+
+def test_experiment_spatial(trained, lab_results):
+    numbers = run_experiment(trained, lab_results, "spatial", "--train-size", "3000", "--epochs", "3")
+    shifted = numbers["shifted_accuracy"]
+    assert shifted["cnn"][0] > shifted["cnn"][6] and shifted["cnn"][3] > shifted["dense"][3]
+    retrained = numbers["retrained_accuracy"]
+    cnn_loss = retrained["cnn/original"] - retrained["cnn/shuffled"]
+    dense_loss = retrained["dense/original"] - retrained["dense/shuffled"]
+    assert abs(dense_loss) < 0.02  # a dense layer does not care about pixel order
+    assert cnn_loss > dense_loss + 0.02  # the CNN does
+
+
+def test_experiment_activations(trained, lab_results):
+    results = run_experiment(trained, lab_results, "activations", "--train-size", "3000", "--epochs", "2")["results"]
+    sigmoid, relu = results["sigmoid"]["gradient_norms_at_init"], results["relu"]["gradient_norms_at_init"]
+    assert sigmoid[0] / sigmoid[-1] < 0.01  # vanishing: the first layer gets almost nothing
+    assert relu[0] / relu[-1] > 10 * sigmoid[0] / sigmoid[-1]
+    assert results["relu"]["val_accuracy"][-1] > results["sigmoid"]["val_accuracy"][-1]
+
+
+def test_experiment_dropout(trained, lab_results):
+    numbers = run_experiment(trained, lab_results, "dropout", "--train-size", "1000", "--epochs", "25")
+    assert numbers["inference_is_deterministic"] is True and numbers["training_mode_is_random"] is True
+    assert numbers["gap"]["0.0"] > numbers["gap"]["0.5"]
+
+
+def test_experiment_augmentation(trained, lab_results):
+    numbers = run_experiment(trained, lab_results, "augmentation", "--train-size", "500", "--epochs", "15")
+    assert numbers["sizes"] == [500]
+    assert numbers["test_accuracy"]["augmented"]["500"] > numbers["test_accuracy"]["plain"]["500"]
+
+
+def test_train_script_augment_flag(tmp_path):
+    result = run_script(
+        "train_cnn.py",
+        "--augment",
+        "--train-size",
+        "2000",
+        "--epochs",
+        "1",
+        "--models-dir",
+        str(tmp_path / "m"),
+        "--results-dir",
+        str(tmp_path / "r"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "r" / "cnn_run.json").read_text())["augment"] is True
+    assert "augmentation" in result.stdout  # the layer is part of the saved model
+
+
+# --- report.py -------------------------------------------------------------------------------------------------
+def test_report_lists_missing_figures(tmp_path):
+    result = run_script("report.py", "--results-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert "python compare.py" in page and "python visualize.py" in page and "<img" not in page
+
+
+def test_report_in_a_real_browser(trained, lab_results, tmp_path):
+    compare = run_script("compare.py", *io_flags(trained, lab_results))
+    assert compare.returncode == 0, compare.stderr[-2000:]
+    result = run_script("report.py", "--results-dir", str(lab_results))
+    assert result.returncode == 0, result.stderr
+    page = (lab_results / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2 and "<table>" in page
+    assert "The CNN reaches" in page
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    # Every image must decode in the browser: a script swaps the page for one line with the counts.
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        page.replace(
+            "</body>",
+            "<script>window.onload=()=>{const i=[...document.images];"
+            "document.title='loaded '+i.filter(x=>x.complete&&x.naturalWidth>0).length+"
+            "' of '+i.length;document.body.innerHTML='<h1 id=r>'+document.title+'</h1>';};"
+            "</script></body>",
+        )
+    )
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120, check=False
+    )
+    count = page.count("data:image/png;base64,")
+    assert f"loaded {count} of {count}" in dom.stdout, dom.stdout[-500:] + dom.stderr[-500:]
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600", (lab_results / "report.html").as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    with Image.open(shot) as image:
+        colours = image.convert("RGB").getcolors(1 << 20)
+        assert colours is not None and len(colours) > 50, "the screenshot is blank"
