@@ -233,7 +233,8 @@ def markdown(summary: dict[str, dict[str, Any]], seeds: list[int]) -> str:
         rows.append(
             f"| {name} | {s['test_accuracy_median']:.2%} ({s['test_accuracy_min']:.2%}–{s['test_accuracy_max']:.2%}) "
             f"| {s['wall_seconds_median']:.1f} s | {s['training_seconds_median']:.1f} s "
-            f"| {s['wall_to_baseline_training']:.2f} | {s['training_to_baseline_epoch']:.2f} | {reach} | {s['images_per_second_median']:,.0f} "
+            f"| {s['wall_to_baseline_training']:.2f} | {s['training_to_baseline_epoch']:.2f} | {reach} "
+            f"| {s['images_per_second_median']:,.0f} "
             f"| {s['latency_ms_median']:.2f} ms | {s['peak_memory_mib_max']:,.0f} MiB "
             f"| {s['training_gflops_median']:.0f} | {s['parameters']:,} |"
         )

@@ -17,48 +17,32 @@ DEFAULT_MODELS_DIR = "models"
 DEFAULT_RESULTS_DIR = "results"
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number ≥ 1 (argparse turns the ValueError into a one-line usage error, exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def number_type(
+    convert: Callable[[str], float], accept: Callable[[float], bool], expected: str, requirement: str
+) -> Callable[[str], float]:
+    """An argparse ``type=``: parse with ``convert``, then check ``accept``.
+
+    Both failures raise ArgumentTypeError, which argparse prints as one usage line and exits with status 2.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{requirement}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number ≥ 0 (seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0 (learning rates)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0.0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
-    return value
+positive_int = number_type(int, lambda v: v >= 1, "a whole number", "must be at least 1")
+non_negative_int = number_type(int, lambda v: v >= 0, "a whole number", "must be 0 or more")  # seeds
+fraction = number_type(
+    float, lambda v: 0.0 < v < 1.0, "a number between 0 and 1", "must be between 0 and 1 (exclusive)"
+)
+positive_float = number_type(float, lambda v: v > 0.0, "a number", "must be greater than 0")  # learning rates
 
 
 def new_parser(description: str | None) -> argparse.ArgumentParser:
