@@ -1,0 +1,33 @@
+"""A smoke run of benchmark.py: it trains all configurations for real (tiny) and reports every number.
+
+Speed targets are read off the full benchmark's report, never asserted here."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_script
+from PIL import Image
+
+
+def test_quick_benchmark_reports_everything(tmp_path):
+    result = run_script("benchmark.py", "--quick", "--results-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| run | test accuracy" in result.stdout
+    for name in ("baseline", "cnn", "dense"):
+        assert f"| {name} |" in result.stdout
+    payload = json.loads((tmp_path / "benchmark.json").read_text())
+    assert payload["quick"] is True and payload["seeds"] == [1]
+    for name, summary in payload["summary"].items():
+        assert 0.5 < summary["test_accuracy_median"] <= 1, name
+        assert summary["wall_seconds_median"] > summary["training_seconds_median"] > 0, name
+        assert summary["images_per_second_median"] > 1000 and 0 < summary["latency_ms_median"] < 100, name
+        assert 100 < summary["peak_memory_mib_max"] < 16000, name
+        assert summary["training_gflops_median"] > 0, name
+    assert payload["summary"]["baseline"]["evaluate_images_per_second_median"] > 0
+    assert payload["summary"]["cnn"]["parameters"] == 35338
+    run = payload["runs"]["cnn"][0]
+    assert len(run["epoch_test_accuracy"]) == len(run["epoch_seconds"]) == 2
+    assert payload["cpu_peak_gflops_estimate"] > 0
+    with Image.open(tmp_path / "benchmark.png") as image:
+        assert image.width > 600
