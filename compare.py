@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     png_path = plots.save(plots.comparison_figure(rows, histories), results_dir / "comparison.png")
     cnn, dense = rows["cnn"], rows["dense"]
     print(
-        f"The CNN makes {dense['test_errors'] - cnn['test_errors']:+,} fewer errors than the dense network "
+        f"The CNN makes {dense['test_errors'] - cnn['test_errors']:,} fewer errors than the dense network "
         f"({cnn['test_errors']} vs {dense['test_errors']}) with {dense['parameters'] / cnn['parameters']:.0f}× "
         f"fewer parameters."
         if cnn["test_errors"] <= dense["test_errors"]

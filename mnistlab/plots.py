@@ -168,7 +168,7 @@ def feature_maps(model, image) -> list[tuple[str, np.ndarray]]:
     if not wanted:
         wanted = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
     probe = keras.Model(model.inputs, [layer.output for layer in wanted])
-    outputs = probe(np.asarray(image, dtype=np.float32).reshape(1, 28, 28, 1), training=False)
+    outputs = probe([np.asarray(image, dtype=np.float32).reshape(1, 28, 28, 1)], training=False)
     return [
         (layer.name, np.asarray(output, dtype=np.float32)[0]) for layer, output in zip(wanted, outputs, strict=True)
     ]
