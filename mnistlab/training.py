@@ -151,8 +151,10 @@ def pipeline(
 ) -> tf.data.Dataset:
     """A tf.data pipeline over in-memory tensors: reshuffled every epoch, batched, cast to float, prefetched.
 
-    Shuffling *indices* and gathering whole batches costs one op per batch instead of one per image; measured
-    here it keeps the 2 cores on the model instead of on the input pipeline.
+    Shuffling *indices* and gathering whole batches costs one op per batch instead of one per image. Measured
+    here (default CNN, bf16, batch 384) it is as fast as feeding NumPy arrays (3.2-3.3 s vs 3.0-3.2 s per
+    epoch, within the machine's noise) and steadier than shuffling image by image (3.4-5.0 s); it is a
+    tf.data pipeline because tf.distribute shards those across replicas and workers.
     """
     images = tf.constant(images[..., None])
     labels = tf.constant(labels)
