@@ -16,7 +16,6 @@ from typing import Any
 
 from mnistlab import cli
 
-MODELS = {"cnn": "python train_cnn.py", "dense": "python train_dense.py"}  # name -> the command that makes it
 THROUGHPUT_BATCH = 4096  # large batches amortise per-call overhead: the "many images" case
 LATENCY_REPEATS = 200  # single-image calls timed; the median is reported
 
@@ -53,13 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mnistlab import data, inference, plots, records  # noqa: PLC0415 - after parsing: fast --help
 
     # 1. Run records and saved models: each missing piece names the command that makes it.
-    runs = {name: records.read_json(results_dir / f"{name}_run.json", made_by) for name, made_by in MODELS.items()}
+    runs = {
+        name: records.read_json(results_dir / f"{name}_run.json", made_by) for name, made_by in cli.SAVED_MODELS.items()
+    }
     histories = {
         name: records.read_json(results_dir / f"{name}_history.json", made_by)["epochs"]
-        for name, made_by in MODELS.items()
+        for name, made_by in cli.SAVED_MODELS.items()
     }
-    paths = {name: Path(args.models_dir) / f"{name}.keras" for name in MODELS}
-    models = {name: inference.load_model(paths[name], made_by) for name, made_by in MODELS.items()}
+    paths = {name: Path(args.models_dir) / f"{name}.keras" for name in cli.SAVED_MODELS}
+    models = inference.load_saved_models(args.models_dir)
 
     # 2. The same test images for both.
     dataset = data.load(args.data)

@@ -22,7 +22,6 @@ from typing import Any
 from mnistlab import cli
 
 NAMES = ("spatial", "sharing", "stride", "activations", "dropout", "augmentation")
-MODELS = {"cnn": "python train_cnn.py", "dense": "python train_dense.py"}
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -96,10 +95,7 @@ def spatial(lab: Lab) -> None:
     from mnistlab import inference, models, training  # noqa: PLC0415
 
     d = lab.data
-    saved = {
-        name: inference.load_model(Path(lab.args.models_dir) / f"{name}.keras", made_by)
-        for name, made_by in MODELS.items()
-    }
+    saved = inference.load_saved_models(lab.args.models_dir)
     shifts = list(range(7))
     shifted = {
         name: [test_accuracy(model, shift(d.x_test, s), d.y_test) for s in shifts] for name, model in saved.items()

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from mnistlab import cli
 
-MODELS = {"cnn": "python train_cnn.py", "dense": "python train_dense.py"}
 TOP = 3
 
 
@@ -44,8 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 2. Both saved models (safe mode), compiled for single images.
     predictors = {
-        name: inference.predictor(inference.load_model(Path(args.models_dir) / f"{name}.keras", made_by))
-        for name, made_by in MODELS.items()
+        name: inference.predictor(model) for name, model in inference.load_saved_models(args.models_dir).items()
     }
 
     # 3. Top-3 classes per model, per image.

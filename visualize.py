@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from mnistlab import cli
 
-MODELS = {"cnn": "python train_cnn.py", "dense": "python train_dense.py"}
 MISCLASSIFIED_SHOWN = 24  # per model
 
 
@@ -43,9 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mnistlab import UserError, data, inference, plots, records  # noqa: PLC0415
 
     # 1. The saved models and the test set.
-    models = {
-        name: inference.load_model(Path(args.models_dir) / f"{name}.keras", made_by) for name, made_by in MODELS.items()
-    }
+    models = inference.load_saved_models(args.models_dir)
     dataset = data.load(args.data)
     if args.digit >= len(dataset.x_test):
         raise UserError(f"--digit {args.digit} is out of range: the test set has {len(dataset.x_test)} images")

@@ -15,6 +15,8 @@ from mnistlab import UserError
 
 DEFAULT_MODELS_DIR = "models"
 DEFAULT_RESULTS_DIR = "results"
+# The two saved models the comparison is about, and the command that makes each (named in "not found" errors).
+SAVED_MODELS = {"cnn": "python train_cnn.py", "dense": "python train_dense.py"}
 
 
 def number_type(

@@ -40,6 +40,13 @@ def load_model(path: str | os.PathLike[str], made_by: str) -> keras.Model:
     return model
 
 
+def load_saved_models(models_dir: str | os.PathLike[str]) -> dict[str, keras.Model]:
+    """Both saved models (``cli.SAVED_MODELS``) from ``models_dir``, each checked by :func:`load_model`."""
+    from mnistlab.cli import SAVED_MODELS  # noqa: PLC0415
+
+    return {name: load_model(Path(models_dir) / f"{name}.keras", made_by) for name, made_by in SAVED_MODELS.items()}
+
+
 def predictor(model: keras.Model) -> Predictor:
     """A compiled ``images -> probabilities`` function for any batch size (uint8 or float pixels 0–255)."""
     compiled = tf.function(

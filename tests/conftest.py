@@ -35,6 +35,11 @@ def run_script(
     )
 
 
+def output_flags(folder: Path) -> list[str]:
+    """--models-dir and --results-dir inside ``folder``: every test writes into its own tmp_path."""
+    return ["--models-dir", str(folder / "models"), "--results-dir", str(folder / "results")]
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
     """A user error: the given exit code, no traceback, one 'error:' line on stderr naming the problem."""
     assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])

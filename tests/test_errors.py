@@ -8,13 +8,9 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_script, write_idx
+from conftest import assert_one_line_error, output_flags, run_script, write_idx
 
 from mnistlab import data
-
-
-def outputs(tmp_path):
-    return ["--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results")]
 
 
 def assert_nothing_written(tmp_path):
@@ -51,7 +47,7 @@ def assert_nothing_written(tmp_path):
     ],
 )
 def test_bad_flags_exit_2(tmp_path, script, flags, fragment):
-    result = run_script(script, *flags, *outputs(tmp_path))
+    result = run_script(script, *flags, *output_flags(tmp_path))
     assert_one_line_error(result, 2, fragment)
     assert_nothing_written(tmp_path)
 
@@ -140,13 +136,13 @@ def test_bad_data_exit_1(tmp_path, mnist, make, fragment):
     source = tmp_path / "source"
     source.mkdir()
     path = make(source, mnist)
-    result = run_script("train_dense.py", "--data", str(path), "--epochs", "1", *outputs(tmp_path))
+    result = run_script("train_dense.py", "--data", str(path), "--epochs", "1", *output_flags(tmp_path))
     assert_one_line_error(result, 1, fragment)
     assert_nothing_written(tmp_path)
 
 
 def test_train_size_larger_than_data(tmp_path, small_npz):
-    result = run_script("train_cnn.py", "--data", str(small_npz), "--train-size", "9000", *outputs(tmp_path))
+    result = run_script("train_cnn.py", "--data", str(small_npz), "--train-size", "9000", *output_flags(tmp_path))
     assert_one_line_error(result, 1, "--train-size 9000 is larger than the 8000 training images")
     assert_nothing_written(tmp_path)
 

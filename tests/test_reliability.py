@@ -13,12 +13,8 @@ import time
 
 import keras
 import pytest
-from conftest import ROOT, SMALL_BATCH, SMALL_EPOCHS, SMALL_TRAIN, assert_one_line_error, run_script
+from conftest import ROOT, SMALL_BATCH, SMALL_EPOCHS, SMALL_TRAIN, assert_one_line_error, output_flags, run_script
 from test_training import CNN_FLOOR
-
-
-def outputs(tmp_path):
-    return ["--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results")]
 
 
 def start(script, *args):
@@ -72,7 +68,9 @@ def test_kill_9_during_save_keeps_previous_model(trained, tmp_path):
 
 
 def test_ctrl_c_ends_cleanly(tmp_path):
-    process = start("train_cnn.py", "--train-size", "6000", "--epochs", "30", "--batch-size", "32", *outputs(tmp_path))
+    process = start(
+        "train_cnn.py", "--train-size", "6000", "--epochs", "30", "--batch-size", "32", *output_flags(tmp_path)
+    )
     wait_for_epochs(tmp_path / "models" / ".resume-cnn", 1, process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
@@ -84,7 +82,15 @@ def test_ctrl_c_ends_cleanly(tmp_path):
 
 
 def test_kill_9_mid_epoch_then_resume(tmp_path):
-    args = ["--train-size", str(SMALL_TRAIN), "--epochs", "6", "--batch-size", str(SMALL_BATCH), *outputs(tmp_path)]
+    args = [
+        "--train-size",
+        str(SMALL_TRAIN),
+        "--epochs",
+        "6",
+        "--batch-size",
+        str(SMALL_BATCH),
+        *output_flags(tmp_path),
+    ]
     process = start("train_cnn.py", *args)
     backup = tmp_path / "models" / ".resume-cnn"
     wait_for_epochs(backup, 2, process)
@@ -104,7 +110,7 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
 
 
 def test_resume_without_a_backup_is_refused(tmp_path):
-    result = run_script("train_dense.py", "--resume", *outputs(tmp_path))
+    result = run_script("train_dense.py", "--resume", *output_flags(tmp_path))
     assert_one_line_error(result, 1, "nothing to resume", "without --resume")
 
 
@@ -112,7 +118,7 @@ def test_resume_with_other_flags_is_refused(tmp_path):
     backup = tmp_path / "models" / ".resume-dense"
     backup.mkdir(parents=True)
     (backup / "config.json").write_text(json.dumps({"epochs": 3}))
-    result = run_script("train_dense.py", "--resume", "--epochs", "4", *outputs(tmp_path))
+    result = run_script("train_dense.py", "--resume", "--epochs", "4", *output_flags(tmp_path))
     assert_one_line_error(result, 1, "--resume needs the same flags", "--epochs")
 
 
@@ -131,7 +137,7 @@ def test_deterministic_runs_give_identical_histories(tmp_path):
             "2",
             "--batch-size",
             str(SMALL_BATCH),
-            *outputs(folder),
+            *output_flags(folder),
         )
         assert result.returncode == 0, result.stderr[-3000:]
         epochs = json.loads((folder / "results" / "cnn_history.json").read_text())["epochs"]
@@ -153,7 +159,7 @@ def test_mirrored_over_two_cpu_devices_reaches_the_same_floor(tmp_path):
         str(SMALL_EPOCHS),
         "--batch-size",
         str(SMALL_BATCH // 2),
-        *outputs(tmp_path),
+        *output_flags(tmp_path),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"global batch {SMALL_BATCH} (2 replicas)" in result.stdout
@@ -187,7 +193,7 @@ def test_multiworker_two_processes_only_chief_writes(tmp_path):
                     "2",
                     "--batch-size",
                     "64",
-                    *outputs(tmp_path),
+                    *output_flags(tmp_path),
                 ],
                 cwd=ROOT,
                 env=env,
@@ -211,7 +217,7 @@ def test_multiworker_two_processes_only_chief_writes(tmp_path):
 def test_multiworker_without_tf_config(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train_dense.py"), "--distribute", "multiworker", *outputs(tmp_path)],
+        [sys.executable, str(ROOT / "train_dense.py"), "--distribute", "multiworker", *output_flags(tmp_path)],
         cwd=ROOT,
         env=env,
         capture_output=True,
