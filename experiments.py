@@ -71,9 +71,9 @@ class Lab:
 
 
 def test_accuracy(model, images, labels) -> float:
-    from mnistlab import inference  # noqa: PLC0415
+    from mnistlab import training  # noqa: PLC0415
 
-    return float((inference.predict_in_batches(inference.predictor(model), images).argmax(1) == labels).mean())
+    return training.evaluate(model, images, labels)[1]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -71,23 +71,32 @@ def write_idx(path: Path, array: np.ndarray, magic: int, compress: bool = False)
     return path
 
 
+def write_idx_dir(folder: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> Path:
+    """The four MNIST IDX files of ``arrays`` (keys x_train, y_train, x_test, y_test) in ``folder``."""
+    from mnistlab import data
+
+    for key, stem in data.IDX_FILES.items():
+        magic = data.IDX_IMAGES_MAGIC if key.startswith("x") else data.IDX_LABELS_MAGIC
+        write_idx(folder / stem, arrays[key], magic, compress=compress)
+    return folder
+
+
+def first_images(mnist, train: int, test: int) -> dict[str, np.ndarray]:
+    """The first ``train`` training and ``test`` test images and labels of real MNIST, by key."""
+    return {
+        "x_train": mnist.x_train[:train],
+        "y_train": mnist.y_train[:train],
+        "x_test": mnist.x_test[:test],
+        "y_test": mnist.y_test[:test],
+    }
+
+
 @pytest.fixture
 def idx_dir(tmp_path, mnist):
     """A directory with the four IDX files of a small real slice (train 600, test 200)."""
-    from mnistlab import data
-
     folder = tmp_path / "idx"
     folder.mkdir()
-    arrays = {
-        "x_train": mnist.x_train[:600],
-        "y_train": mnist.y_train[:600],
-        "x_test": mnist.x_test[:200],
-        "y_test": mnist.y_test[:200],
-    }
-    for key, stem in data.IDX_FILES.items():
-        magic = data.IDX_IMAGES_MAGIC if key.startswith("x") else data.IDX_LABELS_MAGIC
-        write_idx(folder / stem, arrays[key], magic)
-    return folder
+    return write_idx_dir(folder, first_images(mnist, 600, 200))
 
 
 @pytest.fixture(scope="session")

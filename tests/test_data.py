@@ -10,7 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import write_idx
+from conftest import first_images, write_idx, write_idx_dir
 
 from mnistlab import data
 from mnistlab.data import DataError
@@ -31,11 +31,7 @@ def test_idx_directory_loads_plain(idx_dir, mnist):
 
 
 def test_idx_directory_loads_gzip(tmp_path, mnist):
-    for key, stem in data.IDX_FILES.items():
-        array = getattr(mnist, key)[:50]
-        write_idx(
-            tmp_path / stem, array, data.IDX_IMAGES_MAGIC if key[0] == "x" else data.IDX_LABELS_MAGIC, compress=True
-        )
+    write_idx_dir(tmp_path, first_images(mnist, 50, 50), compress=True)
     loaded = data.load_path(tmp_path)
     np.testing.assert_array_equal(loaded.x_test, mnist.x_test[:50])
 

@@ -8,7 +8,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, output_flags, run_script, write_idx
+from conftest import assert_one_line_error, first_images, output_flags, run_script, write_idx_dir
 
 from mnistlab import data
 
@@ -56,19 +56,12 @@ def bad_idx(kind):
     """Make a directory of IDX files (a tiny real-format set) with one kind of damage."""
 
     def make(folder, mnist):
-        arrays = {
-            "x_train": mnist.x_train[:100],
-            "y_train": mnist.y_train[:100],
-            "x_test": mnist.x_test[:50],
-            "y_test": mnist.y_test[:50],
-        }
+        arrays = first_images(mnist, 100, 50)
         if kind == "counts":
             arrays["y_train"] = arrays["y_train"][:99]
         if kind == "labels":
             arrays["y_test"] = arrays["y_test"] + 10
-        for key, stem in data.IDX_FILES.items():
-            magic = data.IDX_IMAGES_MAGIC if key[0] == "x" else data.IDX_LABELS_MAGIC
-            write_idx(folder / stem, arrays[key], magic)
+        write_idx_dir(folder, arrays)
         images = folder / data.IDX_FILES["x_train"]
         if kind == "magic":
             images.write_bytes(b"\x00\x00\x08\x04" + images.read_bytes()[4:])
@@ -83,12 +76,7 @@ def bad_idx(kind):
 
 def bad_npz(**arrays):
     def make(folder, mnist):
-        base = {
-            "x_train": mnist.x_train[:100],
-            "y_train": mnist.y_train[:100],
-            "x_test": mnist.x_test[:50],
-            "y_test": mnist.y_test[:50],
-        }
+        base = first_images(mnist, 100, 50)
         base.update(arrays)
         path = folder / "data.npz"
         np.savez(path, **{k: v for k, v in base.items() if v is not None})
