@@ -41,8 +41,8 @@ def number_type(
 
 positive_int = number_type(int, lambda v: v >= 1, "a whole number", "must be at least 1")
 non_negative_int = number_type(int, lambda v: v >= 0, "a whole number", "must be 0 or more")  # seeds
-fraction = number_type(
-    float, lambda v: 0.0 < v < 1.0, "a number between 0 and 1", "must be between 0 and 1 (exclusive)"
+held_out_fraction = number_type(  # 0 is allowed: train on every image, validate on none
+    float, lambda v: 0.0 <= v < 1.0, "a number between 0 and 1", "must be between 0 and 1 (0 included, 1 not)"
 )
 positive_float = number_type(float, lambda v: v > 0.0, "a number", "must be greater than 0")  # learning rates
 
@@ -139,11 +139,11 @@ def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, batch_si
     )
     parser.add_argument(
         "--val-split",
-        type=fraction,
+        type=held_out_fraction,
         default=0.1,
         metavar="FRACTION",
-        help="fraction held out of the training images to validate on; the test set is only "
-        "used once, at the end (default: %(default)s)",
+        help="fraction held out of the training images to validate on (0: train on all, validate on none); "
+        "the test set is only used once, at the end (default: %(default)s)",
     )
     parser.add_argument(
         "--augment",

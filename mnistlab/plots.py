@@ -69,12 +69,15 @@ def comparison_figure(rows: dict[str, dict[str, Any]], histories: dict[str, list
         bar_panel(axis, names=names, values=values, title=title, fmt=fmt, log=log, ylim=ylim)
     for name in names:
         epochs = histories[name]
-        val = [row["val_accuracy"] * 100 for row in epochs]
+        # A run trained with --val-split 0 has no validation set: its curve shows training accuracy, and says so.
+        validated = all("val_accuracy" in row for row in epochs)
+        val = [row["val_accuracy" if validated else "accuracy"] * 100 for row in epochs]
         elapsed, total = [], 0.0
         for row in epochs:
             total += row["epoch_seconds"]
             elapsed.append(total)
-        style = {"color": COLORS.get(name, "grey"), "marker": "o", "label": LABELS.get(name, name)}
+        label = LABELS.get(name, name) + ("" if validated else " (training accuracy: no validation set)")
+        style = {"color": COLORS.get(name, "grey"), "marker": "o", "label": label}
         axes[1, 1].plot(range(1, len(val) + 1), val, **style)
         axes[1, 2].plot(elapsed, val, **style)
     axes[1, 1].set(title="Validation accuracy per epoch", xlabel="epoch", ylabel="%")

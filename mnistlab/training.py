@@ -135,9 +135,12 @@ def configure(args: argparse.Namespace) -> tuple[tf.distribute.Strategy, str]:
 def split_validation(
     dataset: data.Dataset, val_split: float
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Hold out the *last* ``val_split`` of the training images for validation (like Keras' validation_split)."""
+    """Hold out the *last* ``val_split`` of the training images for validation (like Keras' validation_split).
+
+    ``val_split`` 0 holds out nothing (the validation arrays are empty): every image is trained on.
+    """
     count = len(dataset.x_train)
-    held_out = max(1, round(count * val_split))
+    held_out = max(1, round(count * val_split)) if val_split > 0 else 0
     if held_out >= count:
         raise UserError(
             f"only {count} training images: too few to hold out a validation set; use a larger --train-size"
@@ -222,7 +225,10 @@ class TestAccuracyTracker(keras.callbacks.Callback):
 
 
 def read_history(csv_path: Path) -> list[dict[str, float]]:
-    """Per-epoch rows from CSVLogger's file; after a resume an epoch may appear twice: keep its last row."""
+    """Per-epoch rows from CSVLogger's file; after a resume an epoch may appear twice: keep its last row.
+
+    Without a validation set CSVLogger still writes ``val_*`` columns, filled with "NA": those are left out.
+    """
     if not csv_path.is_file():
         return []
     rows: dict[int, dict[str, float]] = {}
@@ -231,7 +237,7 @@ def read_history(csv_path: Path) -> list[dict[str, float]]:
     for line in lines[1:]:
         values = line.split(",")
         if len(values) == len(header):
-            row = dict(zip(header, (float(v) for v in values), strict=True))
+            row = {key: float(value) for key, value in zip(header, values, strict=True) if value != "NA"}
             rows[int(row["epoch"])] = row
     return [rows[epoch] for epoch in sorted(rows)]
 
@@ -299,7 +305,7 @@ def run(name: str, args: argparse.Namespace, build: BuildFn) -> dict[str, Any]:
     with strategy.scope():
         model.fit(
             pipeline(x_fit, y_fit, global_batch, shuffle_seed=args.seed),
-            validation_data=pipeline(x_val, y_val, EVAL_BATCH),
+            validation_data=pipeline(x_val, y_val, EVAL_BATCH) if len(x_val) else None,
             epochs=args.epochs,
             shuffle=False,  # the pipeline reshuffles every epoch itself
             callbacks=callbacks,

@@ -7,7 +7,9 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL_EPOCHS, SMALL_TRAIN
+from conftest import SMALL_EPOCHS, SMALL_TRAIN, output_flags, run_script
+
+from mnistlab import plots
 
 # Floors for 3 epochs on 6,000 real training images, checked on all 10,000 test images.
 CNN_FLOOR = 0.95
@@ -83,3 +85,29 @@ def test_saved_model_is_self_contained_on_raw_pixels(trained, mnist, channel_axi
     assert images.dtype == np.uint8
     predicted = np.asarray(model.predict(images, verbose=0)).argmax(axis=1)
     assert (predicted == mnist.y_test[:500]).mean() >= CNN_FLOOR - 0.02
+
+
+def test_val_split_zero_trains_on_every_image_and_plots_training_accuracy(tmp_path):
+    result = run_script(
+        "train_dense.py",
+        "--val-split",
+        "0",
+        "--train-size",
+        "2000",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        *output_flags(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "results" / "dense_run.json").read_text())
+    assert (record["train_images"], record["validation_images"]) == (2000, 0)
+    history = json.loads((tmp_path / "results" / "dense_history.json").read_text())["epochs"]
+    assert len(history) == 1 and "val_accuracy" not in history[0] and history[0]["accuracy"] > 0.5
+
+    # compare.py's learning-curve panels fall back to training accuracy for such a run, and say so.
+    row = {key: record[key] for key in ("test_accuracy", "training_seconds", "parameters")}
+    figure = plots.comparison_figure({"dense": {**row, "images_per_second": 1000.0}}, {"dense": history})
+    legend = [text.get_text() for text in figure.axes[4].get_legend().get_texts()]
+    assert legend == ["Dense (training accuracy: no validation set)"]
