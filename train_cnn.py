@@ -5,7 +5,7 @@ Convolutions slide small learned kernels over the image, so a stroke detector le
 everywhere (parameter sharing); pooling keeps the strongest responses and shrinks the maps.
 
     python train_cnn.py                  # ~25 s on 2 CPU cores, ≥ 99.0% test accuracy
-    python train_cnn.py --preset best    # deeper, augmented, batch norm: ≥ 99.65%, minutes
+    python train_cnn.py --preset best    # deeper, augmented, all 60,000 images: ~99.65%, ~10 minutes
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from mnistlab import cli
 
 # Presets: defaults measured on 2 CPU cores (see README "Results"); every value can be overridden by its flag.
 PRESETS = {
-    # 5 epochs of a 35k-parameter CNN, large batch, one-cycle learning rate.
-    "fast": {"epochs": 5, "batch_size": 384, "learning_rate": 6e-3, "augment": False},
-    # A deeper CNN with batch norm, trained longer on augmented digits (~40 s per epoch here).
-    "best": {"epochs": 20, "batch_size": 256, "learning_rate": 3e-3, "augment": True},
+    # 5 epochs of a 35k-parameter CNN, large batch, one-cycle learning rate; 10% of the images validate.
+    "fast": {"epochs": 5, "batch_size": 384, "learning_rate": 6e-3, "augment": False, "val_split": 0.1},
+    # A deeper CNN trained longer on augmented digits, on all 60,000 training images (~15 s per epoch here).
+    "best": {"epochs": 30, "batch_size": 256, "learning_rate": 3e-3, "augment": True, "val_split": 0.0},
 }
 
 
@@ -39,7 +39,7 @@ def parse_args(argv: Sequence[str] | None = None):
     cli.add_training_flags(
         parser, epochs=preset["epochs"], batch_size=preset["batch_size"], learning_rate=preset["learning_rate"]
     )
-    parser.set_defaults(augment=preset["augment"])
+    parser.set_defaults(augment=preset["augment"], val_split=preset["val_split"])
     return parser.parse_args(argv)
 
 

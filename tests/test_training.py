@@ -111,3 +111,13 @@ def test_val_split_zero_trains_on_every_image_and_plots_training_accuracy(tmp_pa
     figure = plots.comparison_figure({"dense": {**row, "images_per_second": 1000.0}}, {"dense": history})
     legend = [text.get_text() for text in figure.axes[4].get_legend().get_texts()]
     assert legend == ["Dense (training accuracy: no validation set)"]
+
+
+def test_presets_set_defaults_that_flags_still_override():
+    import train_cnn  # noqa: PLC0415 - a top-level script, importable because conftest puts the root on sys.path
+
+    fast, best = train_cnn.parse_args([]), train_cnn.parse_args(["--preset", "best"])
+    assert (fast.epochs, fast.val_split, fast.augment) == (5, 0.1, False)
+    assert (best.epochs, best.val_split, best.augment) == (30, 0.0, True)
+    overridden = train_cnn.parse_args(["--preset", "best", "--val-split", "0.1", "--epochs", "2"])
+    assert (overridden.epochs, overridden.val_split, overridden.augment) == (2, 0.1, True)
