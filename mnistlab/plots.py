@@ -71,15 +71,15 @@ def comparison_figure(rows: dict[str, dict[str, Any]], histories: dict[str, list
         epochs = histories[name]
         # A run trained with --val-split 0 has no validation set: its curve shows training accuracy, and says so.
         validated = all("val_accuracy" in row for row in epochs)
-        val = [row["val_accuracy" if validated else "accuracy"] * 100 for row in epochs]
+        curve = [row["val_accuracy" if validated else "accuracy"] * 100 for row in epochs]
         elapsed, total = [], 0.0
         for row in epochs:
             total += row["epoch_seconds"]
             elapsed.append(total)
         label = LABELS.get(name, name) + ("" if validated else " (training accuracy: no validation set)")
         style = {"color": COLORS.get(name, "grey"), "marker": "o", "label": label}
-        axes[1, 1].plot(range(1, len(val) + 1), val, **style)
-        axes[1, 2].plot(elapsed, val, **style)
+        axes[1, 1].plot(range(1, len(curve) + 1), curve, **style)
+        axes[1, 2].plot(elapsed, curve, **style)
     axes[1, 1].set(title="Validation accuracy per epoch", xlabel="epoch", ylabel="%")
     axes[1, 2].set(title="Validation accuracy against training time", xlabel="seconds of training", ylabel="%")
     for axis in (axes[1, 1], axes[1, 2]):

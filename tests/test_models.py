@@ -44,6 +44,7 @@ def test_best_cnn_keeps_the_conv_relu_pool_dropout_dense_idea():
     names = kinds(models.build_best_cnn())
     for kind in ("Conv2D", "ReLU", "MaxPooling2D", "Dropout", "Dense"):
         assert kind in names
+    assert "BatchNormalization" not in names  # left out on purpose: unfused in Keras 3, it tripled the step time
     assert names.index("Conv2D") < names.index("MaxPooling2D") < names.index("Flatten") < names.index("Dense")
 
 
