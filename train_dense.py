@@ -14,10 +14,11 @@ from collections.abc import Sequence
 
 from mnistlab import cli
 
-# Defaults measured on 2 CPU cores (see README "Results").
-EPOCHS = 12
-BATCH_SIZE = 384
-LEARNING_RATE = 3e-3
+# Defaults measured on 2 CPU cores (see README "Results"): a batch of 1024 costs 1.0 s per epoch against 1.5 s at
+# 384, and with a higher peak learning rate 14 such epochs reach the accuracy 12 smaller ones did, in ~25% less time.
+EPOCHS = 14
+BATCH_SIZE = 1024
+LEARNING_RATE = 5e-3
 
 
 def parse_args(argv: Sequence[str] | None = None):
