@@ -4,7 +4,7 @@ The network: [Conv2D → ReLU → MaxPooling2D] × 2 → Flatten → Dropout →
 Convolutions slide small learned kernels over the image, so a stroke detector learned in one corner works
 everywhere (parameter sharing); pooling keeps the strongest responses and shrinks the maps.
 
-    python train_cnn.py                  # ~25 s on 2 CPU cores, ≥ 99.0% test accuracy
+    python train_cnn.py                  # ~27 s on 2 CPU cores, ≥ 99.0% test accuracy
     python train_cnn.py --preset best    # deeper, augmented, all 60,000 images: ~99.6%, ~9 minutes
 """
 
@@ -19,7 +19,7 @@ from mnistlab import cli
 PRESETS = {
     # 5 epochs of a 35k-parameter CNN, large batch, one-cycle learning rate; 10% of the images validate.
     "fast": {"epochs": 5, "batch_size": 384, "learning_rate": 6e-3, "augment": False, "val_split": 0.1},
-    # A deeper CNN trained longer on augmented digits, on all 60,000 training images (~15 s per epoch here).
+    # A deeper CNN trained longer on augmented digits, on all 60,000 training images (~18 s per epoch here).
     "best": {"epochs": 30, "batch_size": 256, "learning_rate": 3e-3, "augment": True, "val_split": 0.0},
 }
 

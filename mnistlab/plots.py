@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,21 +68,21 @@ def comparison_figure(rows: dict[str, dict[str, Any]], histories: dict[str, list
     ]
     for axis, values, title, fmt, log, ylim in panels:
         bar_panel(axis, names=names, values=values, title=title, fmt=fmt, log=log, ylim=ylim)
+    all_validated = True
     for name in names:
         epochs = histories[name]
         # A run trained with --val-split 0 has no validation set: its curve shows training accuracy, and says so.
         validated = all("val_accuracy" in row for row in epochs)
+        all_validated &= validated
         curve = [row["val_accuracy" if validated else "accuracy"] * 100 for row in epochs]
-        elapsed, total = [], 0.0
-        for row in epochs:
-            total += row["epoch_seconds"]
-            elapsed.append(total)
+        elapsed = list(itertools.accumulate(row["epoch_seconds"] for row in epochs))
         label = LABELS.get(name, name) + ("" if validated else " (training accuracy: no validation set)")
         style = {"color": COLORS.get(name, "grey"), "marker": "o", "label": label}
         axes[1, 1].plot(range(1, len(curve) + 1), curve, **style)
         axes[1, 2].plot(elapsed, curve, **style)
-    axes[1, 1].set(title="Validation accuracy per epoch", xlabel="epoch", ylabel="%")
-    axes[1, 2].set(title="Validation accuracy against training time", xlabel="seconds of training", ylabel="%")
+    measure = "Validation accuracy" if all_validated else "Accuracy"
+    axes[1, 1].set(title=f"{measure} per epoch", xlabel="epoch", ylabel="%")
+    axes[1, 2].set(title=f"{measure} against training time", xlabel="seconds of training", ylabel="%")
     for axis in (axes[1, 1], axes[1, 2]):
         axis.grid(alpha=0.3)
         axis.legend()

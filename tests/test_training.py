@@ -111,6 +111,7 @@ def test_val_split_zero_trains_on_every_image_and_plots_training_accuracy(tmp_pa
     figure = plots.comparison_figure({"dense": {**row, "images_per_second": 1000.0}}, {"dense": history})
     legend = [text.get_text() for text in figure.axes[4].get_legend().get_texts()]
     assert legend == ["Dense (training accuracy: no validation set)"]
+    assert figure.axes[4].get_title() == "Accuracy per epoch"  # not "Validation": this curve is training accuracy
 
 
 def test_presets_set_defaults_that_flags_still_override():
