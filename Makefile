@@ -1,30 +1,43 @@
-# Two commands on a fresh machine:  make all  (train both networks and compare)  ·  make test
+# On a fresh machine:  make all  (train both networks and compare)  ·  make lab  (every figure and the report)
+#                      make test (lint and the test suite)
+# Needs Python 3.11-3.13 and its venv module; another interpreter: make all PYTHON=python3.12
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: all setup train compare test lint bench bench-quick clean
+.PHONY: all setup check-python train compare lab test lint bench bench-quick clean
 
 all: compare  ## set up, train both networks, compare them
 
+check-python:  ## say in one line what to do when the interpreter cannot run the pinned requirements
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11-3.13 and run: make PYTHON=python3.11" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; found = sys.version.split()[0]; ok = (3, 11) <= sys.version_info[:2] <= (3, 13); \
+		sys.exit(None if ok else f"error: needs Python 3.11-3.13, found {found}; install one and run: make PYTHON=python3.11")'
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+	@$(MAKE) --no-print-directory check-python
+	@$(PYTHON) -m venv $(VENV) >/dev/null 2>&1 || { rm -rf $(VENV); echo "error: $(PYTHON) -m venv failed: its venv module is missing (Debian/Ubuntu: sudo apt install python3-venv, or python3.11-venv to match your version)" >&2; exit 1; }
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 setup: $(VENV)/.installed  ## create .venv and install the pinned requirements
 
-models/cnn.keras: setup
+models/cnn.keras: | setup
 	$(PY) train_cnn.py
 
-models/dense.keras: setup
+models/dense.keras: | setup
 	$(PY) train_dense.py
 
 train: models/cnn.keras models/dense.keras  ## train both networks (skipped when already saved)
 
 compare: train  ## compare the saved models: table, results/comparison.png and .json
 	$(PY) compare.py
+
+lab: compare  ## every figure of the learning lab, then results/report.html
+	$(PY) visualize.py
+	$(PY) experiments.py all
+	$(PY) report.py
 
 test: setup  ## lint, then the test suite
 	$(PY) -m ruff check .

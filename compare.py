@@ -49,7 +49,7 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results_dir = cli.writable_dir(args.results_dir, "results dir")
-    from mnistlab import data, inference, plots, records  # noqa: PLC0415 - after parsing: fast --help
+    from mnistlab import data, inference, plots, records  # after parsing: fast --help
 
     # 1. Run records and saved models: each missing piece names the command that makes it.
     runs = {

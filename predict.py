@@ -36,7 +36,7 @@ def parse_args(argv: Sequence[str] | None = None):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from mnistlab import images, inference  # noqa: PLC0415 - after parsing: fast --help
+    from mnistlab import images, inference  # after parsing: fast --help
 
     # 1. Prepare every image first: a bad file is reported before the slow model loading.
     digits = {path: images.load_digit(path) for path in args.images}
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             entry["models"][name] = [[int(label), round(float(probs[label]), 4)] for label in best]
         report.append(entry)
         if args.show:
-            from mnistlab import plots  # noqa: PLC0415
+            from mnistlab import plots
 
             target = cli.writable_dir(args.results_dir, "results dir") / f"predict_{Path(path).stem}.png"
             plots.save(plots.prediction_figure(digit, probabilities, Path(path).name), target)

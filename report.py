@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_io_flags(parser)
     args = parser.parse_args(argv)
     results_dir = cli.writable_dir(args.results_dir, "results dir")
-    from mnistlab import records  # noqa: PLC0415
+    from mnistlab import records
 
     page, included, missing = build_page(results_dir)
     with records.atomic_path(results_dir / "report.html") as temp:

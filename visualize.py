@@ -36,9 +36,9 @@ def parse_args(argv: Sequence[str] | None = None):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results_dir = cli.writable_dir(args.results_dir, "results dir")
-    import numpy as np  # noqa: PLC0415
+    from mnistlab import UserError, data, inference, plots, records
 
-    from mnistlab import UserError, data, inference, plots, records  # noqa: PLC0415
+    import numpy as np
 
     # 1. The saved models and the test set.
     models = inference.load_saved_models(args.models_dir)

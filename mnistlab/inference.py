@@ -14,12 +14,12 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from mnistlab import UserError
+from mnistlab.models import INPUT_SHAPE
+
 import keras
 import numpy as np
 import tensorflow as tf
-
-from mnistlab import UserError
-from mnistlab.models import INPUT_SHAPE
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -42,7 +42,7 @@ def load_model(path: str | os.PathLike[str], made_by: str) -> keras.Model:
 
 def load_saved_models(models_dir: str | os.PathLike[str]) -> dict[str, keras.Model]:
     """Both saved models (``cli.SAVED_MODELS``) from ``models_dir``, each checked by :func:`load_model`."""
-    from mnistlab.cli import SAVED_MODELS  # noqa: PLC0415
+    from mnistlab.cli import SAVED_MODELS
 
     return {name: load_model(Path(models_dir) / f"{name}.keras", made_by) for name, made_by in SAVED_MODELS.items()}
 

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mnistlab import records
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, works over SSH and in CI
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
-import numpy as np  # noqa: E402
-
-from mnistlab import records  # noqa: E402
+import numpy as np
 
 COLORS = {"cnn": "#1f77b4", "dense": "#ff7f0e"}
 LABELS = {"cnn": "CNN", "dense": "Dense"}
@@ -166,7 +166,7 @@ def kernels_figure(model) -> plt.Figure:
 
 def feature_maps(model, image) -> list[tuple[str, np.ndarray]]:
     """Activations of one image after every Conv2D / ReLU-ed conv / pooling layer of a CNN."""
-    import keras  # noqa: PLC0415
+    import keras
 
     wanted = [layer for layer in model.layers if type(layer).__name__ in ("ReLU", "MaxPooling2D")]
     if not wanted:
@@ -204,7 +204,7 @@ def confusion_matrix(truth, predicted, classes: int = 10) -> list[list[int]]:
 
 def confusion_figure(matrices: dict[str, list[list[int]]]) -> plt.Figure:
     """Confusion matrices side by side, on a log colour scale so the rare mistakes show."""
-    from matplotlib.colors import LogNorm  # noqa: PLC0415
+    from matplotlib.colors import LogNorm
 
     figure, axes = plt.subplots(1, len(matrices), figsize=(6.5 * len(matrices), 5.8))
     for axis, (name, matrix) in zip(np.ravel(axes), matrices.items(), strict=True):

@@ -118,7 +118,7 @@ def cpu_description() -> str:
 
 def environment() -> dict[str, Any]:
     """Library versions and hardware, so a record says what produced it."""
-    import keras  # noqa: PLC0415 - only when writing records, after training imported it anyway
+    import keras  # only when writing records, after training imported it anyway
     import numpy
     import tensorflow as tf
 

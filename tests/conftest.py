@@ -120,6 +120,7 @@ def trained(tmp_path_factory):
     models, results = base / "models", base / "results"
     outputs = {}
     for script in ("train_cnn.py", "train_dense.py"):
+        tensorboard = ["--tensorboard", str(base / "tensorboard")] if script == "train_dense.py" else []
         result = run_script(
             script,
             "--train-size",
@@ -132,7 +133,8 @@ def trained(tmp_path_factory):
             str(models),
             "--results-dir",
             str(results),
+            *tensorboard,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         outputs[script] = result
-    return {"models": models, "results": results, "outputs": outputs}
+    return {"models": models, "results": results, "outputs": outputs, "tensorboard": base / "tensorboard"}

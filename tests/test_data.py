@@ -8,12 +8,12 @@ import io
 import pickle
 import zipfile
 
+from mnistlab import data
+from mnistlab.data import DataError
+
 import numpy as np
 import pytest
 from conftest import first_images, write_idx, write_idx_dir
-
-from mnistlab import data
-from mnistlab.data import DataError
 
 
 def test_real_mnist_matches_published_hashes(mnist):

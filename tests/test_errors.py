@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import shutil
 
+from mnistlab import data
+
 import keras
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, first_images, output_flags, run_script, write_idx_dir
-
-from mnistlab import data
 
 
 def assert_nothing_written(tmp_path):

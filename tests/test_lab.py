@@ -6,12 +6,12 @@ import json
 import shutil
 import subprocess
 
+from mnistlab import images
+
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_script
 from PIL import Image
-
-from mnistlab import images
 
 
 def digit_png(path, digit: np.ndarray, size: int = 280, invert: bool = True, colour: bool = False):
@@ -108,9 +108,16 @@ def test_predict_without_models(tmp_path, mnist):
 
 
 # --- visualize.py ----------------------------------------------------------------------------------------------
-def test_visualize(trained, lab_results):
+@pytest.fixture(scope="module")
+def visualized(trained, lab_results):
+    """visualize.py run once into lab_results: its four figures, for the tests that read them."""
     result = run_script("visualize.py", *io_flags(trained, lab_results))
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_visualize(visualized, lab_results):
+    result = visualized
     lines = [line for line in result.stdout.splitlines() if line.startswith(("Feature maps", "Errors on"))]
     assert len(lines) == 2
     numbers = json.loads((lab_results / "visualize.json").read_text())
@@ -209,13 +216,13 @@ def test_report_lists_missing_figures(tmp_path):
     assert "python compare.py" in page and "python visualize.py" in page and "<img" not in page
 
 
-def test_report_in_a_real_browser(trained, lab_results, tmp_path):
+def test_report_in_a_real_browser(trained, lab_results, visualized, tmp_path):
     compare = run_script("compare.py", *io_flags(trained, lab_results))
     assert compare.returncode == 0, compare.stderr[-2000:]
     result = run_script("report.py", "--results-dir", str(lab_results))
     assert result.returncode == 0, result.stderr
     page = (lab_results / "report.html").read_text()
-    assert page.count("data:image/png;base64,") >= 2 and "<table>" in page
+    assert page.count("data:image/png;base64,") >= 5 and "<table>" in page  # comparison + visualize's four
     assert "The CNN reaches" in page
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
+from mnistlab import plots
+
 import keras
 import numpy as np
 import pytest
 from conftest import SMALL_EPOCHS, SMALL_TRAIN, output_flags, run_script
-
-from mnistlab import plots
 
 # Floors for 3 epochs on 6,000 real training images, checked on all 10,000 test images.
 CNN_FLOOR = 0.95
@@ -115,10 +115,66 @@ def test_val_split_zero_trains_on_every_image_and_plots_training_accuracy(tmp_pa
 
 
 def test_presets_set_defaults_that_flags_still_override():
-    import train_cnn  # noqa: PLC0415 - a top-level script, importable because conftest puts the root on sys.path
+    import train_cnn  # a top-level script, importable because conftest puts the root on sys.path
+    from mnistlab import cli
 
-    fast, best = train_cnn.parse_args([]), train_cnn.parse_args(["--preset", "best"])
+    def parse_args(argv):
+        return cli.parse_training_flags(train_cnn.__doc__, argv, presets=train_cnn.PRESETS)
+
+    fast, best = parse_args([]), parse_args(["--preset", "best"])
     assert (fast.epochs, fast.val_split, fast.augment) == (5, 0.1, False)
     assert (best.epochs, best.val_split, best.augment) == (30, 0.0, True)
-    overridden = train_cnn.parse_args(["--preset", "best", "--val-split", "0.1", "--epochs", "2"])
+    overridden = parse_args(["--preset", "best", "--val-split", "0.1", "--epochs", "2"])
     assert (overridden.epochs, overridden.val_split, overridden.augment) == (2, 0.1, True)
+
+
+def test_tensorboard_flag_writes_event_files(trained):
+    """train_dense.py --tensorboard DIR (in the shared fixture) leaves TensorBoard event files for both curves."""
+    for split in ("train", "validation"):
+        events = list((trained["tensorboard"] / split).glob("events.out.tfevents.*"))
+        assert events and events[0].stat().st_size > 0, split
+
+
+USER_FLAGS = (
+    "--data",
+    "--models-dir",
+    "--results-dir",
+    "--epochs",
+    "--batch-size",
+    "--learning-rate",
+    "--seed",
+    "--train-size",
+    "--val-split",
+    "--augment",
+    "--precision",
+    "--deterministic",
+    "--resume",
+    "--tensorboard",
+    "--distribute",
+    "--cpu-replicas",
+)
+
+
+@pytest.mark.parametrize(
+    ("script", "flags", "defaults"),
+    [
+        ("train_cnn.py", [], {"epochs": "5", "batch-size": "384", "val-split": "0.1", "augment": "False"}),
+        (
+            "train_cnn.py",
+            ["--preset", "best"],
+            {"epochs": "30", "batch-size": "256", "val-split": "0.0", "augment": "True"},
+        ),
+        ("train_dense.py", [], {"epochs": "14", "batch-size": "1024", "learning-rate": "0.005"}),
+    ],
+    ids=["cnn", "cnn-best", "dense"],
+)
+def test_help_lists_every_flag_with_its_default(script, flags, defaults):
+    result = run_script(script, *flags, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = " ".join(result.stdout.split())  # argparse wraps help text at any space
+    for flag in USER_FLAGS + (("--preset",) if script == "train_cnn.py" else ()):
+        assert flag in text, flag
+    for flag, value in defaults.items():
+        help_of_flag = text.split(f"--{flag}", 2)[2].split(" --", 1)[0]  # after the usage line's mention
+        assert f"(default: {value})" in help_of_flag, (flag, help_of_flag)
+    assert "--track-test" not in text  # the benchmark's own flag stays out of a learner's way
