@@ -42,6 +42,13 @@ def parse_args(argv: Sequence[str] | None = None):
     )
     parser.add_argument("--skip-best", action="store_true", help="leave out the long --preset best runs")
     parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "mixed_bfloat16"),
+        default="auto",
+        help="the training scripts' --precision (the classic baseline is float32 as published): float32 is "
+        "what CPUs without AMX-BF16 units run (default: %(default)s)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: one seed, 6,000 training images, 1–2 epochs, no best preset"
     )
     return parser.parse_args(argv)
@@ -56,7 +63,7 @@ def configurations(quick: bool, skip_best: bool) -> dict[str, list[str]]:
     return configs
 
 
-def command(name: str, flags: list[str], seed: int, work: Path, data: str | None) -> list[str]:
+def command(name: str, flags: list[str], seed: int, work: Path, *, data: str | None, precision: str) -> list[str]:
     data_flags = ["--data", data] if data else []
     if name == "baseline":
         return [
@@ -79,6 +86,8 @@ def command(name: str, flags: list[str], seed: int, work: Path, data: str | None
         "--seed",
         str(seed),
         "--track-test",
+        "--precision",
+        precision,
         "--models-dir",
         str(work),
         "--results-dir",
@@ -88,13 +97,17 @@ def command(name: str, flags: list[str], seed: int, work: Path, data: str | None
     ]
 
 
-def train_once(name: str, flags: list[str], seed: int, data: str | None) -> dict[str, Any]:
+def train_once(name: str, flags: list[str], seed: int, data: str | None, precision: str) -> dict[str, Any]:
     """Run one training process; return its record plus wall-clock and per-epoch test accuracy."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
         work = Path(folder)
         started = time.perf_counter()
         result = subprocess.run(
-            command(name, flags, seed, work, data), cwd=ROOT, capture_output=True, text=True, check=False
+            command(name, flags, seed, work, data=data, precision=precision),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         wall = time.perf_counter() - started
         if result.returncode != 0:
@@ -211,6 +224,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
             "training_gflops_median": statistics.median(training_gflops(name, r) for r in records),
             "parameters": records[0]["parameters"],
             "epochs": records[0]["epochs"],
+            "precision": records[0]["precision"],
         }
     if "evaluate_images_per_second" in runs["baseline"][0]:
         summary["baseline"]["evaluate_images_per_second_median"] = statistics.median(
@@ -221,10 +235,11 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
 
 def markdown(summary: dict[str, dict[str, Any]], seeds: list[int]) -> str:
     rows = [
-        "| run | test accuracy, median (min–max) | process wall-clock | training | wall-clock ÷ baseline's training "
-        "| training ÷ baseline's epoch | to first reach target | inference images/s | one image | peak memory "
+        "| run | precision | test accuracy, median (min–max) | process wall-clock | training "
+        "| wall-clock ÷ baseline's training | training ÷ baseline's epoch | to first reach target "
+        "| inference images/s | one image | peak memory "
         "| training GFLOP/s | parameters |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
         reach = (
@@ -233,7 +248,8 @@ def markdown(summary: dict[str, dict[str, Any]], seeds: list[int]) -> str:
             else f"never ≥ {s['target']:.0%}"
         )
         rows.append(
-            f"| {name} | {s['test_accuracy_median']:.2%} ({s['test_accuracy_min']:.2%}–{s['test_accuracy_max']:.2%}) "
+            f"| {name} | {s['precision']} | {s['test_accuracy_median']:.2%} "
+            f"({s['test_accuracy_min']:.2%}–{s['test_accuracy_max']:.2%}) "
             f"| {s['wall_seconds_median']:.1f} s | {s['training_seconds_median']:.1f} s "
             f"| {s['wall_to_baseline_training']:.2f} | {s['training_to_baseline_epoch']:.2f} | {reach} "
             f"| {s['images_per_second_median']:,.0f} "
@@ -252,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in seeds:
         for name, flags in configs.items():
             print(f"[seed {seed}] training {name} ...", flush=True)
-            record = train_once(name, flags, seed, args.data)
+            record = train_once(name, flags, seed, args.data, args.precision)
             runs[name].append(record)
             print(
                 f"[seed {seed}] {name}: {record['test_accuracy']:.2%} in {record['wall_seconds']:.1f} s "
