@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mnistlab import UserError
+from mnistlab import UserError, records
 
 DEFAULT_MODELS_DIR = "models"
 DEFAULT_RESULTS_DIR = "results"
@@ -92,23 +94,55 @@ def writable_dir(path: str | os.PathLike[str], what: str) -> Path:
     return directory
 
 
-def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run a script's ``main`` the way users expect: a UserError is one line on stderr and a non-zero exit.
+class Terminated(KeyboardInterrupt):
+    """SIGTERM — what ``timeout``, ``docker stop``, job schedulers and closing terminals send — handled exactly like
+    Ctrl-C: it unwinds through the same ``finally`` blocks, so temp files go and the --resume backup stays."""
 
-    Ctrl-C ends with exit 130 and a hint instead of a traceback; files are written atomically, so nothing
-    half-written is left behind either way.
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+# Set by a training run: where it stands ("in epoch 3 of 14"), for the line printed when it is stopped.
+progress: Callable[[], str | None] | None = None
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run a script's ``main`` the way users expect: every way it can end is one line and an exit code.
+
+    - a :class:`UserError`: ``error: ...`` and its exit code (1);
+    - Ctrl-C (130) or SIGTERM (143): where a training run stood and how to go on with ``--resume``;
+    - a folder that is full, over quota or read-only: which one, and how much this run needs there (1).
+
+    Files are written atomically, so none of these leaves a half-written file behind.
     """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
     try:
         return int(main(argv) or 0)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        where = progress() if progress else None
         print(
-            "\ninterrupted: nothing was half-written; run the same command again (add --resume to continue training)",
+            f"\n{'stopped (SIGTERM)' if terminated else 'interrupted'}{f' {where}' if where else ''}: nothing was "
+            "half-written; run the same command "
+            + ("with --resume to go on from the last finished epoch" if where else "again"),
             file=sys.stderr,
         )
-        return 130
+        return 128 + signal.SIGTERM if terminated else 128 + signal.SIGINT
+    except OSError as error:
+        message = records.no_room_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    finally:
+        records.release_locks()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
 
 
 def parse_training_flags(

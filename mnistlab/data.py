@@ -312,6 +312,9 @@ def save_npz_atomically(dataset: Dataset, path: Path) -> None:
                 stream, x_train=dataset.x_train, y_train=dataset.y_train, x_test=dataset.x_test, y_test=dataset.y_test
             )
         os.replace(temp, path)
+    except OSError as error:
+        error.filename = error.filename or str(path)  # a full disk is reported with the cache's folder
+        raise
     finally:
         if os.path.exists(temp):
             os.unlink(temp)

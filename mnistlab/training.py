@@ -26,6 +26,10 @@ import tensorflow as tf
 
 WARMUP_FRACTION = 0.1  # share of all steps spent ramping the learning rate up from 0
 EVAL_BATCH = 2048  # evaluation has no gradients: large batches are fastest
+# What a run writes besides its weights (free-space check): a .keras archive's config, the records, TensorBoard.
+MODEL_FILE_OVERHEAD = 256 * 1024
+RECORDS_BYTES = 1024 * 1024
+TENSORBOARD_BYTES = 4 * 1024 * 1024
 # The flags a resumed run must share with the interrupted one, or the saved optimizer state means nothing.
 RESUME_KEYS = (
     "epochs",
@@ -65,9 +69,8 @@ def pipeline(
 ) -> tf.data.Dataset:
     """A tf.data pipeline over in-memory tensors: reshuffled every epoch, batched, cast to float, prefetched.
 
-    Shuffling *indices* and gathering whole batches costs one op per batch instead of one per image. Measured
-    here (default CNN, bf16, batch 384) it is as fast as feeding NumPy arrays (3.2-3.3 s vs 3.0-3.2 s per
-    epoch, within the machine's noise) and steadier than shuffling image by image (3.4-5.0 s); it is a
+    Shuffling *indices* and gathering whole batches costs one op per batch instead of one per image: as fast as
+    feeding NumPy arrays, and steadier than shuffling image by image (measured: docs/performance.md). It is a
     tf.data pipeline because tf.distribute shards those across replicas and workers.
     """
     images = tf.constant(images[..., None])
@@ -97,6 +100,9 @@ class EpochTimer(keras.callbacks.Callback):
     keeps ``fit_seconds``, the whole fit() call in this process."""
 
     fit_seconds = 0.0
+    # For the line printed when a run is stopped: the epoch under way (0-based) and how many have finished.
+    epoch: int | None = None
+    finished = 0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.fit_started = time.perf_counter()
@@ -106,8 +112,10 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.started = time.perf_counter()
+        self.epoch = epoch
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.finished = epoch + 1
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self.started
 
@@ -142,6 +150,22 @@ class TestAccuracyTracker(keras.callbacks.Callback):
         if logs is not None:
             self.epoch_seconds.append(float(logs.get("epoch_seconds", 0.0)))
             logs["test_accuracy"] = accuracy
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, keeping two checkpoints: a checkpoint cut off mid-write (kill -9 or a full disk
+    during a save) falls back to the one before it. Only the very first has none before it; then --resume
+    starts over, saying so, instead of failing on the broken file."""
+
+    def __init__(self, backup_dir: Path) -> None:
+        super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        try:
+            super().on_train_begin(logs)
+        except OSError:
+            print("the backup was cut off while it was being written (killed mid-save?): starting over", flush=True)
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 
 def read_history(csv_path: Path) -> list[dict[str, float]]:
@@ -187,6 +211,8 @@ class Run:
         self.chief = distribute.is_chief(self.strategy)
         # Each worker of a multi-worker run keeps its own backup; the chief's sits beside the model.
         worker = "" if self.chief else f"-worker{distribute.worker_id(self.strategy)}"
+        # One run of this network per models folder: a second one refuses before it touches the first's files.
+        records.lock_folder(self.models_dir, f"{name}{worker}", what=f"training run of {name}")
         self.backup_dir = self.models_dir / f".resume-{name}{worker}"
         self.resume_config = {key: getattr(args, key, None) for key in RESUME_KEYS}
         prepare_backup(self.backup_dir, self.resume_config, args.resume)
@@ -194,12 +220,21 @@ class Run:
         self.global_batch = args.batch_size * self.replicas
         self.timer = EpochTimer()
         self.tracker: TestAccuracyTracker | None = None
+        cli.progress = self.progress  # what Ctrl-C or SIGTERM reports
         print(
             f"precision {self.precision}, global batch {self.global_batch} "
             f"({self.replicas} replica{'s' if self.replicas > 1 else ''}), peak learning rate {args.learning_rate}, "
             f"seed {args.seed}",
             flush=True,
         )
+
+    def progress(self) -> str | None:
+        """Where training stands, for the line printed when it is stopped; None before the first epoch."""
+        if self.timer.epoch is None:
+            return None
+        if self.timer.finished > self.timer.epoch:  # between two epochs, or after the last one
+            return f"after epoch {self.timer.finished} of {self.args.epochs}"
+        return f"in epoch {self.timer.epoch + 1} of {self.args.epochs}"
 
     def total_steps(self, train_images: int) -> int:
         """Optimizer steps in the whole run: what the learning-rate schedule spans."""
@@ -218,6 +253,7 @@ class Run:
         and TensorBoard logs with --tensorboard. Called just before fit(), which is when the multi-worker shim
         must act (mnistlab/distribute.py)."""
         distribute.defer_build(model, self.strategy)
+        self.check_free_space(model)
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         (self.backup_dir / "config.json").write_text(json.dumps(self.resume_config))
         # Built only when asked for: the benchmark's per-epoch test accuracy (the predictor takes raw uint8 pixels).
@@ -226,12 +262,26 @@ class Run:
             self.timer,
             *([self.tracker] if self.tracker else []),
             keras.callbacks.CSVLogger(str(self.history_csv), append=True),  # before the backup: no row is lost
-            keras.callbacks.BackupAndRestore(str(self.backup_dir / "state"), delete_checkpoint=False),
+            Backup(self.backup_dir / "state"),
             keras.callbacks.TerminateOnNaN(),
         ]
         if self.args.tensorboard and self.chief:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=self.args.tensorboard))
         return callbacks
+
+    def check_free_space(self, model: keras.Model) -> None:
+        """Before training: is there room for what this run will write? Its sizes are known once the model is.
+
+        The models folder holds, at the end, the new model's temp file beside the old model, and during training
+        two backups; each is the weights plus Adam's two moments, in float32.
+        """
+        state_bytes = 3 * 4 * model.count_params() + MODEL_FILE_OVERHEAD
+        needs = {self.models_dir: 3 * state_bytes, self.results_dir: RECORDS_BYTES}
+        flags = {self.models_dir: "--models-dir", self.results_dir: "--results-dir"}
+        if self.args.tensorboard and self.chief:
+            tensorboard = cli.writable_dir(self.args.tensorboard, "tensorboard")
+            needs[tensorboard], flags[tensorboard] = TENSORBOARD_BYTES, "--tensorboard"
+        records.check_free_space(needs, flags)
 
     @property
     def history_csv(self) -> Path:
@@ -281,10 +331,11 @@ class Run:
             "environment": records.environment(),
         }
         if self.chief:
-            records.save_model(model, self.model_path)
-            records.write_json(self.results_dir / f"{self.name}_history.json", {"name": self.name, "epochs": history})
-            records.write_json(self.results_dir / f"{self.name}_run.json", record)
-            records.append_run_log(self.results_dir, record)
+            with records.AllOrNothing() as files:  # a failure part-way keeps the previous model and records
+                files.save_model(model, self.model_path)
+                files.write_json(self.results_dir / f"{self.name}_history.json", {"name": self.name, "epochs": history})
+                files.write_json(self.results_dir / f"{self.name}_run.json", record)
+                files.append_run_log(self.results_dir, record)
         shutil.rmtree(self.backup_dir, ignore_errors=True)
         print(
             f"{self.name}: test accuracy {test_accuracy:.2%} ({record['test_errors']} errors / "
