@@ -1,11 +1,12 @@
 # On a fresh machine:  make all  (train both networks and compare)  ·  make lab  (every figure and the report)
+#                      make demo (the live page: draw a digit)
 #                      make test (lint and the test suite)
 # Needs Python 3.11-3.13 and its venv module; another interpreter: make all PYTHON=python3.12
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: all setup check-python train compare lab test lint bench bench-quick clean
+.PHONY: all setup check-python train compare lab demo test lint bench bench-quick clean
 
 all: compare  ## set up, train both networks, compare them
 
@@ -38,6 +39,9 @@ lab: compare  ## every figure of the learning lab, then results/report.html
 	$(PY) visualize.py
 	$(PY) experiments.py all
 	$(PY) report.py
+
+demo: train  ## the live page: draw a digit, both networks answer (http://127.0.0.1:8000/)
+	$(PY) serve.py
 
 test: setup  ## lint, then the test suite
 	$(PY) -m ruff check .

@@ -11,16 +11,10 @@ import train_cnn
 import train_dense
 from lab import Lab, test_accuracy
 from mnistlab import inference, training
+from mnistlab.images import shift
 
 import matplotlib.pyplot as plt
 import numpy as np
-
-
-def shift(images: np.ndarray, pixels: int) -> np.ndarray:
-    """Move every image ``pixels`` to the right and down, filling with black (nothing wraps around)."""
-    out = np.zeros_like(images)
-    out[:, pixels:, pixels:] = images[:, : images.shape[1] - pixels, : images.shape[2] - pixels]
-    return out
 
 
 def run(lab: Lab) -> None:

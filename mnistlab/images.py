@@ -7,9 +7,11 @@ steps, so that is exactly what :func:`mnist_style` does.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 from mnistlab import UserError
 
@@ -27,24 +29,32 @@ class ImageError(UserError):
 
 
 def read_grayscale(path: str | os.PathLike[str]) -> np.ndarray:
-    """Open any PIL-readable image as float grayscale 0–255, with one clear error for each way it can fail."""
+    """Open any PIL-readable image file as float grayscale 0–255, with one clear error for each way it can fail."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such file; give the path of a PNG or JPEG image")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: the file is empty; give a PNG or JPEG image of a digit")
+    return decode_grayscale(path, source=str(path))
+
+
+def decode_grayscale(image: str | os.PathLike[str] | BinaryIO, source: str) -> np.ndarray:
+    """Decode an image (a path or a file-like object of bytes) as float grayscale 0–255.
+
+    A transparent background counts as white paper: a browser canvas exports black ink on transparent.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            with Image.open(image) as opened:
                 width, height = opened.size
                 if width * height > MAX_PIXELS:
                     raise ImageError(
-                        f"{path}: {width}×{height} pixels is too large (limit {MAX_PIXELS:,}); shrink the image first"
+                        f"{source}: {width}×{height} pixels is too large (limit {MAX_PIXELS:,}); shrink the image first"
                     )
                 if width == 0 or height == 0:
-                    raise ImageError(f"{path}: the image has no pixels")
-                picture = opened.convert("RGBA") if opened.mode in ("P", "LA", "RGBA") else opened
+                    raise ImageError(f"{source}: the image has no pixels")
+                picture = opened.convert("RGBA") if opened.mode in ("P", "LA", "RGBA", "PA") else opened
                 if picture.mode == "RGBA":  # transparent background → white paper
                     background = Image.new("RGBA", picture.size, (255, 255, 255, 255))
                     picture = Image.alpha_composite(background, picture)
@@ -52,9 +62,9 @@ def read_grayscale(path: str | os.PathLike[str]) -> np.ndarray:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: the image is too large to open safely; shrink it first") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ImageError(f"{path}: not an image PIL can read ({type(error).__name__}); use PNG or JPEG") from None
+        raise ImageError(f"{source}: the image is too large to open safely; shrink it first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise ImageError(f"{source}: not an image PIL can read ({type(error).__name__}); use PNG or JPEG") from None
 
 
 def mnist_style(gray: np.ndarray, source: str = "image") -> np.ndarray:
@@ -96,3 +106,24 @@ def mnist_style(gray: np.ndarray, source: str = "image") -> np.ndarray:
 def load_digit(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file and prepare it like MNIST (see :func:`mnist_style`)."""
     return mnist_style(read_grayscale(path), source=str(path))
+
+
+def shift(images: np.ndarray, pixels: int) -> np.ndarray:
+    """Move every image ``pixels`` to the right and down, filling with black (nothing wraps around, nothing is
+    recentred): the spatial experiment, and the shift control of serve.py's page."""
+    out = np.zeros_like(images)
+    out[:, pixels:, pixels:] = images[:, : images.shape[1] - pixels, : images.shape[2] - pixels]
+    return out
+
+
+def canvas_png(digit: np.ndarray, size: int = 280) -> bytes:
+    """An MNIST digit as a browser canvas would export it: black ink on a transparent background, ``size`` px.
+
+    The opposite of what the networks take (white on black, 28×28), so it exercises every preprocessing step.
+    """
+    ink = Image.fromarray(np.asarray(digit, dtype=np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+    picture = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    picture.putalpha(ink)
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return out.getvalue()

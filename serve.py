@@ -1,0 +1,79 @@
+"""A live page: draw a digit, watch the CNN and the dense network answer, and see what the CNN sees.
+
+Serves one page on this computer only (127.0.0.1 unless --host says otherwise), with no internet needed:
+
+  - a canvas to draw on (mouse or touch), and both networks' probabilities for 0–9 as you draw;
+  - the 28×28 image the networks actually receive after MNIST-style preprocessing (crop, scale, centre of mass);
+  - the CNN's feature maps for your drawing, and which pixels each network's answer depends on (saliency);
+  - a shift control: move the prepared digit 0–6 pixels without recentring it, and watch both answers.
+
+    python serve.py                 # after train_cnn.py and train_dense.py (make demo does all three)
+    python serve.py --port 8080
+    python serve.py --bench         # measure /predict latency: 1 client, then 8 at once
+
+API: POST /predict with {"image": "data:image/png;base64,..."} or {"pixels": [28 rows of 28 numbers 0–255]}.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+
+from mnistlab import cli
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    parser = cli.new_parser(__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=cli.non_negative_int, default=8000, help="port (0: any free one) (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--models-dir", metavar="DIR", default=cli.DEFAULT_MODELS_DIR, help="the saved models (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--results-dir",
+        metavar="DIR",
+        default=cli.DEFAULT_RESULTS_DIR,
+        help="where report.html and comparison.png are linked from (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--bench",
+        action="store_true",
+        help="measure /predict latency (200 requests from 1 client, 1,000 from 8 at once) and exit",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from pathlib import Path
+
+    from mnistlab import data, explain, images, inference, server
+
+    import numpy as np
+
+    # Both saved models, in Keras safe mode; a missing one names the command that makes it.
+    explainer = explain.Explainer(inference.load_saved_models(args.models_dir))
+    example = data.load(verbose=False).x_test[0] if args.bench else None
+    explainer.explain(np.zeros((28, 28), np.uint8))  # compile once, before the first visitor
+    httpd = server.DemoServer((args.host, 0 if args.bench else args.port), explainer, Path(args.results_dir))
+    if args.bench:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        print(server.latency_report(httpd.url, images.canvas_png(example)))
+        httpd.shutdown()
+        return 0
+    print(f"serving the CNN and the dense network on {httpd.url} (Ctrl-C to stop)", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt as stop:  # Ctrl-C is how a server is meant to end; SIGTERM keeps its exit code
+        print("serve.py stopped", file=sys.stderr)
+        return 128 + 15 if isinstance(stop, cli.Terminated) else 0
+    finally:
+        httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
