@@ -8,8 +8,9 @@ For each seed it trains, each in a fresh process (so start-up and data loading c
 then times inference of every model and prints a markdown table, writes results/benchmark.json and draws
 results/benchmark.png (test accuracy against training seconds, every run).
 
-    python benchmark.py              # the full run: about an hour on 2 CPU cores
-    python benchmark.py --quick      # smoke run on a slice: a couple of minutes
+    python benchmark.py                       # the full run (its measured length: README "Results")
+    python benchmark.py --precision float32   # what CPUs without AMX-BF16 units run
+    python benchmark.py --quick               # smoke run on a slice
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Loading saved models safely, and measuring how fast they answer.
 
 Keras' ``predict()`` builds a fresh input pipeline on every call — fine for a million images, slow for one
-(~54 ms measured for a single image here). A ``tf.function`` over ``model(x, training=False)`` with a
+(tens of milliseconds for one image: docs/performance.md). A ``tf.function`` over ``model(x, training=False)`` with a
 batch-agnostic signature compiles once and then answers in well under a millisecond.
 """
 

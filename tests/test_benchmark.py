@@ -11,11 +11,11 @@ from PIL import Image
 
 
 def test_quick_benchmark_reports_everything(tmp_path):
-    result = run_script("benchmark.py", "--quick", "--results-dir", str(tmp_path))
+    result = run_script("benchmark.py", "--quick", "--precision", "float32", "--results-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| run | test accuracy" in result.stdout
+    assert "| run | precision | test accuracy" in result.stdout
     for name in ("baseline", "cnn", "dense"):
-        assert f"| {name} |" in result.stdout
+        assert f"| {name} | float32 |" in result.stdout  # what CPUs without AMX-BF16 units run
     payload = json.loads((tmp_path / "benchmark.json").read_text())
     assert payload["quick"] is True and payload["seeds"] == [1]
     for name, summary in payload["summary"].items():
@@ -26,6 +26,7 @@ def test_quick_benchmark_reports_everything(tmp_path):
         assert summary["training_gflops_median"] > 0, name
     assert payload["summary"]["baseline"]["evaluate_images_per_second_median"] > 0
     assert payload["summary"]["cnn"]["parameters"] == 35338
+    assert {run["precision"] for runs in payload["runs"].values() for run in runs} == {"float32"}
     run = payload["runs"]["cnn"][0]
     assert len(run["epoch_test_accuracy"]) == len(run["epoch_seconds"]) == 2
     assert payload["cpu_peak_gflops_estimate"] > 0
