@@ -44,7 +44,7 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--skip-best", action="store_true", help="leave out the long --preset best runs")
     parser.add_argument(
         "--precision",
-        choices=("auto", "float32", "mixed_bfloat16"),
+        choices=cli.PRECISIONS,
         default="auto",
         help="the training scripts' --precision (the classic baseline is float32 as published): float32 is "
         "what CPUs without AMX-BF16 units run (default: %(default)s)",

@@ -21,6 +21,7 @@ DEFAULT_MODELS_DIR = "models"
 DEFAULT_RESULTS_DIR = "results"
 # The two saved models the comparison is about, and the command that makes each (named in "not found" errors).
 SAVED_MODELS = {"cnn": "python train_cnn.py", "dense": "python train_dense.py"}
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")  # --precision: auto is bfloat16 on AMX-BF16 CPUs, else float32
 
 
 def number_type(
@@ -221,7 +222,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("auto", "float32", "mixed_bfloat16"),
+        choices=PRECISIONS,
         default="auto",
         help="auto: bfloat16 compute where the CPU has AMX-BF16 units, else float32 (default: %(default)s)",
     )
