@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from mnistlab.images import shift
+from mnistlab.inference import feature_map_layers
 from mnistlab.models import INPUT_SHAPE
 
 import keras
@@ -63,9 +64,9 @@ class Explainer:
 
 def analyser(model: keras.Model, feature_maps: int):
     """A compiled ``images -> (probabilities, d top-probability / d pixels, {layer: feature maps})``."""
-    wanted = [layer for layer in model.layers if isinstance(layer, keras.layers.ReLU | keras.layers.MaxPooling2D)]
-    probe = keras.Model(model.inputs, [model.output, *[layer.output for layer in wanted[:feature_maps]]])
-    names = [layer.name for layer in wanted[:feature_maps]]
+    wanted = feature_map_layers(model)[:feature_maps]
+    probe = keras.Model(model.inputs, [model.output, *[layer.output for layer in wanted]])
+    names = [layer.name for layer in wanted]
 
     @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)])
     def analyse(images: tf.Tensor):

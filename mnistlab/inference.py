@@ -47,6 +47,13 @@ def load_saved_models(models_dir: str | os.PathLike[str]) -> dict[str, keras.Mod
     return {name: load_model(Path(models_dir) / f"{name}.keras", made_by) for name, made_by in SAVED_MODELS.items()}
 
 
+def feature_map_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers whose outputs are a CNN's feature maps: every ReLU and max-pooling (every Conv2D if the model
+    has neither, e.g. activations inside the convolutions)."""
+    wanted = [layer for layer in model.layers if isinstance(layer, keras.layers.ReLU | keras.layers.MaxPooling2D)]
+    return wanted or [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
 def predictor(model: keras.Model) -> Predictor:
     """A compiled ``images -> probabilities`` function for any batch size (uint8 or float pixels 0–255)."""
     compiled = tf.function(

@@ -166,11 +166,11 @@ def kernels_figure(model) -> plt.Figure:
 
 def feature_maps(model, image) -> list[tuple[str, np.ndarray]]:
     """Activations of one image after every Conv2D / ReLU-ed conv / pooling layer of a CNN."""
+    from mnistlab.inference import feature_map_layers
+
     import keras
 
-    wanted = [layer for layer in model.layers if type(layer).__name__ in ("ReLU", "MaxPooling2D")]
-    if not wanted:
-        wanted = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    wanted = feature_map_layers(model)
     probe = keras.Model(model.inputs, [layer.output for layer in wanted])
     outputs = probe([np.asarray(image, dtype=np.float32).reshape(1, 28, 28, 1)], training=False)
     return [

@@ -18,6 +18,17 @@ sys.path.insert(0, str(ROOT))
 SMALL_TRAIN = 6000
 SMALL_EPOCHS = 3
 SMALL_BATCH = 64  # the defaults' large batches would give a 6,000-image slice too few steps
+# Debian's Chromium, headless, as root, offline: no sandbox, no GPU, and none of its background network calls.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 def run_script(

@@ -10,7 +10,7 @@ from mnistlab import images
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_script
+from conftest import CHROMIUM_FLAGS, assert_one_line_error, run_script
 from PIL import Image
 
 
@@ -238,17 +238,7 @@ def test_report_in_a_real_browser(trained, lab_results, visualized, tmp_path):
             "</script></body>",
         )
     )
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(
         [chromium, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120, check=False
     )

@@ -15,7 +15,7 @@ from mnistlab.images import canvas_png
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, run_script
+from conftest import CHROMIUM_FLAGS, ROOT, assert_one_line_error, run_script
 
 DOCS = ROOT / "docs"
 
@@ -194,10 +194,8 @@ def browser(tmp_path_factory):
         pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1500", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(flag)  # fmt: skip
+    for flag in (*CHROMIUM_FLAGS, "--window-size=1280,1500", f"--user-data-dir={tmp_path_factory.mktemp('chrome')}"):
+        options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=options)
     yield driver
