@@ -55,14 +55,14 @@ def parse_args(argv: Sequence[str] | None = None):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from mnistlab import data, records, training
+    from mnistlab import callbacks, data, records
 
     dataset = data.load(args.data).first(args.train_size)
     keras.utils.set_random_seed(args.seed)
     x_train, x_test = dataset.x_train[..., None].astype("float32"), dataset.x_test[..., None].astype("float32")
     model = build_classic_cnn()
     model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-    tracker = training.TestAccuracyTracker(x_test, dataset.y_test)
+    tracker = callbacks.TestAccuracyTracker(x_test, dataset.y_test)
     started = time.perf_counter()
     model.fit(
         x_train,
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=BATCH_SIZE,
         epochs=args.epochs,
         validation_split=VALIDATION_SPLIT,
-        callbacks=[training.EpochTimer(), tracker],
+        callbacks=[callbacks.EpochTimer(), tracker],
         verbose=2,
     )
     fit_seconds = time.perf_counter() - started

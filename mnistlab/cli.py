@@ -104,8 +104,8 @@ def raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
-# Set by a training run: where it stands ("in epoch 3 of 14"), for the line printed when it is stopped.
-progress: Callable[[], str | None] | None = None
+# Set by a training run: where it stands ("in epoch 3 of 14") and how to go on, for the line printed when it stops.
+progress: Callable[[], tuple[str, str] | None] | None = None
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
@@ -126,13 +126,9 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         return error.exit_code
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)
-        where = progress() if progress else None
-        print(
-            f"\n{'stopped (SIGTERM)' if terminated else 'interrupted'}{f' {where}' if where else ''}: nothing was "
-            "half-written; run the same command "
-            + ("with --resume to go on from the last finished epoch" if where else "again"),
-            file=sys.stderr,
-        )
+        where, how = (progress() if progress else None) or ("", "run the same command again")
+        what = "stopped (SIGTERM)" if terminated else "interrupted"
+        print(f"\n{what}{f' {where}' if where else ''}: nothing was half-written; {how}", file=sys.stderr)
         return 128 + signal.SIGTERM if terminated else 128 + signal.SIGINT
     except OSError as error:
         message = records.no_room_message(error)

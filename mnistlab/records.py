@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -281,9 +282,15 @@ def lock_folder(directory: Path, name: str, what: str) -> None:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "unknown"
+            owner = ""
+            for _ in range(40):  # the holder writes its PID just after it takes the lock
+                handle.seek(0)
+                owner = handle.read().strip()
+                if owner:
+                    break
+                time.sleep(0.025)
             handle.close()
+            owner = owner or "unknown"
             raise UserError(
                 f"another {what} (PID {owner}) is writing to {directory}; wait for it to finish, "
                 f"or give this run another --models-dir"

@@ -13,12 +13,12 @@ import math
 import resource
 import shutil
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mnistlab import UserError, cli, data, distribute, records
+from mnistlab.callbacks import Backup, EpochTimer, TestAccuracyTracker
 
 import keras
 import numpy as np
@@ -95,79 +95,6 @@ def one_cycle(peak: float, total_steps: int) -> keras.optimizers.schedules.Learn
     )
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Adds ``epoch_seconds`` (training + validation of that epoch) to the logs the other callbacks see, and
-    keeps ``fit_seconds``, the whole fit() call in this process."""
-
-    fit_seconds = 0.0
-    # For the line printed when a run is stopped: the epoch under way (0-based) and how many have finished.
-    epoch: int | None = None
-    finished = 0
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.fit_started = time.perf_counter()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.fit_seconds = time.perf_counter() - self.fit_started
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.started = time.perf_counter()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.finished = epoch + 1
-        if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self.started
-
-
-class TestAccuracyTracker(keras.callbacks.Callback):
-    """For benchmarks only: test accuracy after every epoch, to find *when* a run first reaches a target.
-
-    Placed after :class:`EpochTimer`, so its evaluation time is not counted in ``epoch_seconds``; the time it
-    takes is kept in ``seconds`` so a benchmark can subtract it from the process wall-clock. It predicts with its
-    own compiled function rather than ``model.evaluate``, which would re-trace the model's test function
-    (shared with validation) and slow the epochs it is meant to measure. Nothing is ever decided on these
-    numbers (no early stopping, no model selection): the test set is not used for tuning.
-    """
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        super().__init__()
-        self.images, self.labels = images, labels
-        self.accuracies: list[float] = []
-        self.epoch_seconds: list[float] = []
-        self.seconds = 0.0
-        self.predict = None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        from mnistlab.inference import predict_in_batches, predictor
-
-        started = time.perf_counter()
-        self.predict = self.predict or predictor(self.model)
-        predicted = predict_in_batches(self.predict, self.images, EVAL_BATCH).argmax(axis=1)
-        accuracy = float((predicted == self.labels).mean())
-        self.seconds += time.perf_counter() - started
-        self.accuracies.append(accuracy)
-        if logs is not None:
-            self.epoch_seconds.append(float(logs.get("epoch_seconds", 0.0)))
-            logs["test_accuracy"] = accuracy
-
-
-class Backup(keras.callbacks.BackupAndRestore):
-    """Keras' BackupAndRestore, keeping two checkpoints: a checkpoint cut off mid-write (kill -9 or a full disk
-    during a save) falls back to the one before it. Only the very first has none before it; then --resume
-    starts over, saying so, instead of failing on the broken file."""
-
-    def __init__(self, backup_dir: Path) -> None:
-        super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        try:
-            super().on_train_begin(logs)
-        except OSError:
-            print("the backup was cut off while it was being written (killed mid-save?): starting over", flush=True)
-            shutil.rmtree(self.backup_dir, ignore_errors=True)
-
-
 def read_history(csv_path: Path) -> list[dict[str, float]]:
     """Per-epoch rows from CSVLogger's file; after a resume an epoch may appear twice: keep its last row.
 
@@ -219,6 +146,7 @@ class Run:
         self.replicas = self.strategy.num_replicas_in_sync
         self.global_batch = args.batch_size * self.replicas
         self.timer = EpochTimer()
+        self.backup: Backup | None = None
         self.tracker: TestAccuracyTracker | None = None
         cli.progress = self.progress  # what Ctrl-C or SIGTERM reports
         print(
@@ -228,13 +156,22 @@ class Run:
             flush=True,
         )
 
-    def progress(self) -> str | None:
-        """Where training stands, for the line printed when it is stopped; None before the first epoch."""
-        if self.timer.epoch is None:
+    def progress(self) -> tuple[str, str] | None:
+        """Where training stands and how to go on, for the line printed when it is stopped; None before training.
+
+        It goes by what is backed up, not by what has finished: a stop while an epoch's backup is being written
+        resumes from the epoch before.
+        """
+        if self.timer.epoch is None or self.backup is None:
             return None
         if self.timer.finished > self.timer.epoch:  # between two epochs, or after the last one
-            return f"after epoch {self.timer.finished} of {self.args.epochs}"
-        return f"in epoch {self.timer.epoch + 1} of {self.args.epochs}"
+            where = f"after epoch {self.timer.finished} of {self.args.epochs}"
+        else:
+            where = f"in epoch {self.timer.epoch + 1} of {self.args.epochs}"
+        saved = self.backup.saved or 0
+        if saved == 0:
+            return where, "no epoch was backed up yet: run the same command again"
+        return where, f"run the same command with --resume to go on from epoch {saved + 1}"
 
     def total_steps(self, train_images: int) -> int:
         """Optimizer steps in the whole run: what the learning-rate schedule spans."""
@@ -258,11 +195,12 @@ class Run:
         (self.backup_dir / "config.json").write_text(json.dumps(self.resume_config))
         # Built only when asked for: the benchmark's per-epoch test accuracy (the predictor takes raw uint8 pixels).
         self.tracker = TestAccuracyTracker(dataset.x_test, dataset.y_test) if self.args.track_test else None
+        self.backup = Backup(self.backup_dir / "state")
         callbacks = [
             self.timer,
             *([self.tracker] if self.tracker else []),
             keras.callbacks.CSVLogger(str(self.history_csv), append=True),  # before the backup: no row is lost
-            Backup(self.backup_dir / "state"),
+            self.backup,
             keras.callbacks.TerminateOnNaN(),
         ]
         if self.args.tensorboard and self.chief:

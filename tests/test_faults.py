@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import keras
@@ -47,7 +46,8 @@ def test_two_runs_of_one_script_into_one_folder(tmp_path):
     assert codes == [0, 1], [(code, err[-1500:]) for code, _, err in results]
     refused = next(err for code, _, err in results if code == 1)
     line = last_error_line(refused)
-    assert line.startswith("error: another training run of dense (PID ") and "--models-dir" in line, line
+    assert re.match(r"error: another training run of dense \(PID \d+\) is writing to ", line), line
+    assert "--models-dir" in line, line
     assert keras.saving.load_model(tmp_path / "models" / "dense.keras").count_params() > 0
     log = (tmp_path / "results" / "runs.jsonl").read_text().splitlines()
     assert [json.loads(row)["name"] for row in log] == ["dense"]
@@ -77,7 +77,6 @@ def test_kill_9_leaves_a_stale_lock_and_resume_takes_over(tmp_path, backup):
     process = start("train_cnn.py", *args)
     state = tmp_path / "models" / ".resume-cnn"
     wait_for_epochs(state, 1, process)
-    time.sleep(0.5)  # let the first checkpoint be written in full
     process.kill()
     process.communicate()
     lock = tmp_path / "models" / ".cnn.lock"
@@ -240,9 +239,9 @@ def test_sigterm_stops_like_ctrl_c_and_resume_goes_on(tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err[-2000:]
     line = last_error_line(err)
-    # Mid-way through epoch 2, or just after epoch 1 if the signal lands between the two.
-    assert re.match(r"stopped \(SIGTERM\) (in epoch 2|after epoch 1) of 3: nothing was half-written", line), line
-    assert line.endswith("run the same command with --resume to go on from the last finished epoch"), line
+    # Mid-way through epoch 2, or just after epoch 1 if the signal lands between the two; epoch 1 is backed up.
+    assert re.match(r"stopped \(SIGTERM\) (in epoch 2|after epoch 1) of 3: nothing was half-written; ", line), line
+    assert line.endswith("run the same command with --resume to go on from epoch 2"), line
     assert not (tmp_path / "models" / "cnn.keras").exists()
     assert leftovers(tmp_path / "models", tmp_path / "results") == []
 
@@ -251,6 +250,21 @@ def test_sigterm_stops_like_ctrl_c_and_resume_goes_on(tmp_path):
     assert "Epoch 1/3" not in resumed.stdout and "Epoch 3/3" in resumed.stdout
     history = json.loads((tmp_path / "results" / "cnn_history.json").read_text())["epochs"]
     assert [row["epoch"] for row in history] == [0, 1, 2]
+
+
+def test_sigterm_before_the_first_backup_says_to_start_again(tmp_path):
+    process = start(
+        "train_cnn.py", "--train-size", "3000", "--epochs", "3", "--batch-size", "32", *output_flags(tmp_path)
+    )
+    for line in process.stdout:
+        if line.startswith("Epoch 1/3"):  # printed as epoch 1 begins
+            break
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-2000:]
+    line = last_error_line(err)
+    expected = "nothing was half-written; no epoch was backed up yet: run the same command again"
+    assert line == f"stopped (SIGTERM) in epoch 1 of 3: {expected}", line
 
 
 def test_sigterm_during_compare_leaves_no_half_written_file(trained, tmp_path):

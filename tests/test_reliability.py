@@ -24,13 +24,17 @@ def start(script, *args):
 
 
 def wait_for_epochs(backup, count, process, limit=300):
-    """Wait until the run has finished ``count`` epochs (rows in its CSV log)."""
-    history = backup / "history.csv"
+    """Wait until the run has finished ``count`` epochs and backed them up (Keras writes the backup's metadata
+    last, after the weights)."""
+    metadata = backup / "state" / "training_metadata.json"
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        if history.is_file() and len(history.read_text().splitlines()) > count:
-            return
+        try:
+            if json.loads(metadata.read_text())["epoch"] >= count:
+                return
+        except (OSError, ValueError, KeyError):
+            pass  # not written yet, or being written
         time.sleep(0.05)
     pytest.fail("training did not reach the epoch in time")
 
