@@ -7,6 +7,8 @@ import shutil
 import time
 from pathlib import Path
 
+from mnistlab import cli
+
 import keras
 import numpy as np
 
@@ -93,3 +95,31 @@ class Backup(keras.callbacks.BackupAndRestore):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_end(epoch, logs)  # writes the backup; only then does the epoch count as saved
         self.saved = epoch + 1
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Ctrl-C and SIGTERM during fit() take effect between two steps (or two validation batches), never in the
+    middle of TensorFlow's own code; at an epoch's end only after its backup (so: last in the callback list)."""
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        cli.stops.deferred = True
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.stop_if_asked()
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.stop_if_asked()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.stop_if_asked()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        cli.stops.deferred = False
+        self.stop_if_asked()
+
+    @staticmethod
+    def stop_if_asked() -> None:
+        stops = cli.stops
+        if stops.pending is not None:
+            stop, stops.pending, stops.deferred = stops.pending, None, False
+            raise stop

@@ -7,6 +7,7 @@ line and exit 1 (see :func:`run`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -100,8 +101,63 @@ class Terminated(KeyboardInterrupt):
     Ctrl-C: it unwinds through the same ``finally`` blocks, so temp files go and the --resume backup stays."""
 
 
-def raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
+class Stops:
+    """Ctrl-C and SIGTERM. While Keras' fit() runs (``deferred``), a signal is not raised where it lands —
+    possibly inside TensorFlow tracing a step, which can leave its native state corrupt — but kept in
+    ``pending`` and raised between two steps by callbacks.StopOnSignal. Everywhere else it is raised at once."""
+
+    deferred = False
+    pending: KeyboardInterrupt | None = None
+
+
+stops = Stops()
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def stopped_while_starting(signum: int, frame: object) -> None:
+    """Before :func:`run` (importing TensorFlow takes seconds) there is nothing to clean up: one line and out."""
+    print(
+        f"\n{'stopped (SIGTERM)' if signum == signal.SIGTERM else 'interrupted'} while starting: nothing was "
+        "written; run the same command again",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(128 + signum)
+
+
+def exit_with(code: int):
+    """After :func:`run`, while TensorFlow shuts down, a signal has nothing left to stop: exit with ``code``."""
+
+    def handler(signum: int, frame: object) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+    return handler
+
+
+def catch_signals_from_the_start() -> None:
+    """When one of this project's scripts is the program (not when mnistlab is imported by a test or a notebook),
+    Ctrl-C and SIGTERM get one line from the first import on, not an import traceback or a silent kill."""
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    if script is None or Path(script).resolve().parent != PROJECT_ROOT:
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stopped_while_starting)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, stopped_while_starting)
+
+
+catch_signals_from_the_start()
+
+
+def on_signal(signum: int, frame: object) -> None:
+    stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    if stops.deferred:
+        stops.pending = stop
+        return
+    raise stop
 
 
 # Set by a training run: where it stands ("in epoch 3 of 14") and how to go on, for the line printed when it stops.
@@ -115,10 +171,29 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     - Ctrl-C (130) or SIGTERM (143): where a training run stood and how to go on with ``--resume``;
     - a folder that is full, over quota or read-only: which one, and how much this run needs there (1).
 
-    Files are written atomically, so none of these leaves a half-written file behind.
+    Files are written atomically, so none of these leaves a half-written file behind. Called as the process's
+    entry point (``argv`` None), a SIGTERM that comes after the run, while TensorFlow shuts down, has nothing
+    left to stop: the process ends with the run's own exit code instead of as "killed".
     """
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
+    handled = [signal.SIGTERM] if threading.current_thread() is threading.main_thread() else []
+    if handled and signal.getsignal(signal.SIGINT) in (signal.default_int_handler, stopped_while_starting):
+        handled.append(signal.SIGINT)  # (not where SIGINT is ignored, as in a background job)
+    previous = {number: signal.signal(number, on_signal) for number in handled}
+    try:
+        code = outcome(main, argv)
+    finally:
+        records.release_locks()
+        stops.deferred, stops.pending = False, None
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if argv is None:
+        for number in handled:
+            signal.signal(number, exit_with(code))
+    return code
+
+
+def outcome(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None) -> int:
+    """``main``'s exit code, with every expected way of failing turned into one line on stderr."""
     try:
         return int(main(argv) or 0)
     except UserError as error:
@@ -136,10 +211,6 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
             raise
         print(f"error: {message}", file=sys.stderr)
         return 1
-    finally:
-        records.release_locks()
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous_handler)
 
 
 def parse_training_flags(

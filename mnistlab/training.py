@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab import UserError, cli, data, distribute, records
-from mnistlab.callbacks import Backup, EpochTimer, TestAccuracyTracker
+from mnistlab.callbacks import Backup, EpochTimer, StopOnSignal, TestAccuracyTracker
 
 import keras
 import numpy as np
@@ -205,7 +205,7 @@ class Run:
         ]
         if self.args.tensorboard and self.chief:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=self.args.tensorboard))
-        return callbacks
+        return [*callbacks, StopOnSignal()]  # last: an epoch's stop comes after its backup
 
     def check_free_space(self, model: keras.Model) -> None:
         """Before training: is there room for what this run will write? Its sizes are known once the model is.

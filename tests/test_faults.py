@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import keras
@@ -252,16 +254,33 @@ def test_sigterm_stops_like_ctrl_c_and_resume_goes_on(tmp_path):
     assert [row["epoch"] for row in history] == [0, 1, 2]
 
 
+def test_sigterm_while_tensorflow_is_still_importing(tmp_path):
+    process = start("train_cnn.py", *QUICK, *output_flags(tmp_path))
+    time.sleep(1.0)  # the script's first import, mnistlab.cli, is in; TensorFlow's takes seconds more
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-2000:]
+    assert last_error_line(err) == "stopped (SIGTERM) while starting: nothing was written; run the same command again"
+    assert not (tmp_path / "models").exists()
+
+
 def test_sigterm_before_the_first_backup_says_to_start_again(tmp_path):
-    process = start(
-        "train_cnn.py", "--train-size", "3000", "--epochs", "3", "--batch-size", "32", *output_flags(tmp_path)
+    args = ["--train-size", "8000", "--epochs", "3", "--batch-size", "32", *output_flags(tmp_path)]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train_cnn.py"), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # "Epoch 1/3" reaches us as epoch 1 begins, not later
     )
     for line in process.stdout:
-        if line.startswith("Epoch 1/3"):  # printed as epoch 1 begins
+        if line.startswith("Epoch 1/3"):
             break
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err[-2000:]
+    assert not (tmp_path / "models" / ".resume-cnn" / "state" / "training_metadata.json").exists()
     line = last_error_line(err)
     expected = "nothing was half-written; no epoch was backed up yet: run the same command again"
     assert line == f"stopped (SIGTERM) in epoch 1 of 3: {expected}", line
