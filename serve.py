@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from mnistlab import cli
+from mnistlab import cli, signals
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         httpd.serve_forever()
     except KeyboardInterrupt as stop:  # Ctrl-C is how a server is meant to end; SIGTERM keeps its exit code
         print("serve.py stopped", file=sys.stderr)
-        return 128 + 15 if isinstance(stop, cli.Terminated) else 0
+        return 128 + 15 if isinstance(stop, signals.Terminated) else 0
     finally:
         httpd.server_close()
     return 0

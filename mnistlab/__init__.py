@@ -3,8 +3,8 @@
 One module per concern: ``data`` (load + validate MNIST); ``training`` (:class:`training.Run`: seeds, precision,
 --resume, atomic saves, records) and its Keras ``callbacks``; ``distribute`` (tf.distribute and its Keras shim);
 ``records`` (files on disk: atomic writes, locks, free space); ``inference`` / ``plots`` (compare and report);
-``images`` (your own digits, MNIST-style); ``explain`` + ``server`` (serve.py's live page); ``cli`` (flags,
-one-line errors). The networks themselves live in the scripts that train them.
+``signals`` (Ctrl-C and SIGTERM); ``images`` (your own digits, MNIST-style); ``explain`` + ``server`` (the live
+page); ``cli`` (flags, one-line errors). The networks themselves live in the scripts that train them.
 """
 
 import os

@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mnistlab import cli
+from mnistlab import signals
 
 import keras
 import numpy as np
@@ -102,7 +102,7 @@ class StopOnSignal(keras.callbacks.Callback):
     middle of TensorFlow's own code; at an epoch's end only after its backup (so: last in the callback list)."""
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        cli.stops.deferred = True
+        signals.stops.deferred = True
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.stop_if_asked()
@@ -114,12 +114,12 @@ class StopOnSignal(keras.callbacks.Callback):
         self.stop_if_asked()
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        cli.stops.deferred = False
+        signals.stops.deferred = False
         self.stop_if_asked()
 
     @staticmethod
     def stop_if_asked() -> None:
-        stops = cli.stops
+        stops = signals.stops
         if stops.pending is not None:
             stop, stops.pending, stops.deferred = stops.pending, None, False
             raise stop

@@ -7,16 +7,14 @@ line and exit 1 (see :func:`run`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mnistlab import UserError, records
+from mnistlab import UserError, records, signals
 
 DEFAULT_MODELS_DIR = "models"
 DEFAULT_RESULTS_DIR = "results"
@@ -96,70 +94,6 @@ def writable_dir(path: str | os.PathLike[str], what: str) -> Path:
     return directory
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM — what ``timeout``, ``docker stop``, job schedulers and closing terminals send — handled exactly like
-    Ctrl-C: it unwinds through the same ``finally`` blocks, so temp files go and the --resume backup stays."""
-
-
-class Stops:
-    """Ctrl-C and SIGTERM. While Keras' fit() runs (``deferred``), a signal is not raised where it lands —
-    possibly inside TensorFlow tracing a step, which can leave its native state corrupt — but kept in
-    ``pending`` and raised between two steps by callbacks.StopOnSignal. Everywhere else it is raised at once."""
-
-    deferred = False
-    pending: KeyboardInterrupt | None = None
-
-
-stops = Stops()
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def stopped_while_starting(signum: int, frame: object) -> None:
-    """Before :func:`run` (importing TensorFlow takes seconds) there is nothing to clean up: one line and out."""
-    print(
-        f"\n{'stopped (SIGTERM)' if signum == signal.SIGTERM else 'interrupted'} while starting: nothing was "
-        "written; run the same command again",
-        file=sys.stderr,
-        flush=True,
-    )
-    os._exit(128 + signum)
-
-
-def exit_with(code: int):
-    """After :func:`run`, while TensorFlow shuts down, a signal has nothing left to stop: exit with ``code``."""
-
-    def handler(signum: int, frame: object) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-    return handler
-
-
-def catch_signals_from_the_start() -> None:
-    """When one of this project's scripts is the program (not when mnistlab is imported by a test or a notebook),
-    Ctrl-C and SIGTERM get one line from the first import on, not an import traceback or a silent kill."""
-    script = getattr(sys.modules.get("__main__"), "__file__", None)
-    if script is None or Path(script).resolve().parent != PROJECT_ROOT:
-        return
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stopped_while_starting)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, stopped_while_starting)
-
-
-catch_signals_from_the_start()
-
-
-def on_signal(signum: int, frame: object) -> None:
-    stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-    if stops.deferred:
-        stops.pending = stop
-        return
-    raise stop
-
-
 # Set by a training run: where it stands ("in epoch 3 of 14") and how to go on, for the line printed when it stops.
 progress: Callable[[], tuple[str, str] | None] | None = None
 
@@ -175,21 +109,12 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     entry point (``argv`` None), a SIGTERM that comes after the run, while TensorFlow shuts down, has nothing
     left to stop: the process ends with the run's own exit code instead of as "killed".
     """
-    handled = [signal.SIGTERM] if threading.current_thread() is threading.main_thread() else []
-    if handled and signal.getsignal(signal.SIGINT) in (signal.default_int_handler, stopped_while_starting):
-        handled.append(signal.SIGINT)  # (not where SIGINT is ignored, as in a background job)
-    previous = {number: signal.signal(number, on_signal) for number in handled}
-    try:
-        code = outcome(main, argv)
-    finally:
-        records.release_locks()
-        stops.deferred, stops.pending = False, None
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    if argv is None:
-        for number in handled:
-            signal.signal(number, exit_with(code))
-    return code
+    with signals.raised_as_exceptions(entry_point=argv is None) as exit_code:
+        try:
+            exit_code.value = outcome(main, argv)
+        finally:
+            records.release_locks()
+    return exit_code.value
 
 
 def outcome(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None) -> int:
@@ -200,7 +125,7 @@ def outcome(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt as stop:
-        terminated = isinstance(stop, Terminated)
+        terminated = isinstance(stop, signals.Terminated)
         where, how = (progress() if progress else None) or ("", "run the same command again")
         what = "stopped (SIGTERM)" if terminated else "interrupted"
         print(f"\n{what}{f' {where}' if where else ''}: nothing was half-written; {how}", file=sys.stderr)
