@@ -64,8 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(server.latency_report(httpd.url, images.canvas_png(example)))
         httpd.shutdown()
         return 0
-    print(f"serving the CNN and the dense network on {httpd.url} (Ctrl-C to stop)", flush=True)
     try:
+        print(f"serving the CNN and the dense network on {httpd.url} (Ctrl-C to stop)", flush=True)
         httpd.serve_forever()
     except KeyboardInterrupt as stop:  # Ctrl-C is how a server is meant to end; SIGTERM keeps its exit code
         print("serve.py stopped", file=sys.stderr)

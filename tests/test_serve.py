@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -36,8 +37,9 @@ def server(trained, tmp_path_factory):
         pytest.fail(f"serve.py did not start: {line!r} {process.communicate()[1][-3000:]}")
     url = line.split(" on ", 1)[1].split()[0]
     yield {"url": url, "process": process, "port": int(url.rsplit(":", 1)[1].strip("/"))}
-    process.terminate()
-    process.communicate(timeout=30)
+    process.send_signal(signal.SIGINT)  # Ctrl-C is how a server is meant to end: exit 0, one line
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and err.strip().splitlines()[-1] == "serve.py stopped", err[-2000:]
 
 
 def post(url: str, body: bytes | dict, path: str = "predict") -> tuple[int, dict]:
