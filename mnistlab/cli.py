@@ -49,6 +49,7 @@ held_out_fraction = number_type(  # 0 is allowed: train on every image, validate
     float, lambda v: 0.0 <= v < 1.0, "a number between 0 and 1", "must be between 0 and 1 (0 included, 1 not)"
 )
 positive_float = number_type(float, lambda v: v > 0.0, "a number", "must be greater than 0")  # learning rates
+port_number = number_type(int, lambda v: 0 <= v <= 65535, "a whole number", "must be between 0 and 65535")
 
 
 def new_parser(description: str | None) -> argparse.ArgumentParser:

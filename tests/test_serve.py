@@ -176,6 +176,12 @@ def test_missing_models_is_one_line_before_listening(tmp_path):
     assert "serving" not in result.stdout
 
 
+@pytest.mark.parametrize(("port", "fragment"), [("70000", "between 0 and 65535"), ("http", "expected a whole number")])
+def test_bad_port_is_a_usage_line(tmp_path, port, fragment):
+    result = run_script("serve.py", "--port", port, "--models-dir", str(tmp_path))
+    assert_one_line_error(result, 2, "--port", fragment)
+
+
 def test_port_in_use_is_one_line(server, trained):
     result = run_script("serve.py", "--port", str(server["port"]), "--models-dir", str(trained["models"]))
     assert_one_line_error(result, 1, f"cannot listen on 127.0.0.1:{server['port']}", "--port")
