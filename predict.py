@@ -30,12 +30,14 @@ def parse_args(argv: Sequence[str] | None = None):
         action="store_true",
         help="save a figure of the prepared input and both models' probabilities to the results dir",
     )
-    cli.add_io_flags(parser)
+    cli.add_models_flag(parser)
+    cli.add_results_flag(parser, "where --show saves its figures")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    import compare
     from mnistlab import images, inference  # after parsing: fast --help
 
     # 1. Prepare every image first: a bad file is reported before the slow model loading.
@@ -43,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 2. Both saved models (safe mode), compiled for single images.
     predictors = {
-        name: inference.predictor(model) for name, model in inference.load_saved_models(args.models_dir).items()
+        name: compare.predictor(model) for name, model in inference.load_saved_models(args.models_dir).items()
     }
 
     # 3. Top-3 classes per model, per image.

@@ -44,8 +44,8 @@ def visualize_caption(key: str) -> Caption:
     def caption(numbers: dict[str, Any]) -> str:
         errors, worst = numbers["errors"], numbers["most_common_confusion"]
         texts = {
-            "kernels": "Each small square is one learned 5×5 kernel of the first conv layer: bright weights add, "
-            "dark ones subtract — edge and stroke detectors, learned from data.",
+            "kernels": "Each small square is one learned {}×{} kernel of the first conv layer: bright weights add, "
+            "dark ones subtract — edge and stroke detectors, learned from data.".format(*numbers["first_kernel_size"]),
             "feature_maps": "One test digit after every layer: "
             + " → ".join("×".join(map(str, s)) for s in numbers["feature_map_shapes"].values())
             + ". Early maps still look like the digit; deeper ones are smaller and more abstract.",
@@ -167,7 +167,7 @@ def build_page(results_dir: Path) -> tuple[str, list[str], list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.new_parser(__doc__)
-    cli.add_io_flags(parser)
+    cli.add_results_flag(parser, "where the figures are, and the report goes")
     args = parser.parse_args(argv)
     results_dir = cli.writable_dir(args.results_dir, "results dir")
     from mnistlab import records

@@ -16,11 +16,12 @@ API: POST /predict with {"image": "data:image/png;base64,..."} or {"pixels": [28
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from collections.abc import Sequence
 
-from mnistlab import cli, signals
+from mnistlab import cli
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -38,6 +39,7 @@ def parse_args(argv: Sequence[str] | None = None):
         default=cli.DEFAULT_RESULTS_DIR,
         help="where report.html and comparison.png are linked from (default: %(default)s)",
     )
+    cli.add_data_flag(parser)  # --bench only: a test digit to draw
     parser.add_argument(
         "--bench",
         action="store_true",
@@ -50,13 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from pathlib import Path
 
-    from mnistlab import data, explain, images, inference, server
-
     import numpy as np
+
+    from mnistlab import data, explain, images, inference, server
 
     # Both saved models, in Keras safe mode; a missing one names the command that makes it.
     explainer = explain.Explainer(inference.load_saved_models(args.models_dir))
-    example = data.load(verbose=False).x_test[0] if args.bench else None
+    example = data.load(args.data).x_test[0] if args.bench else None
     explainer.explain(np.zeros((28, 28), np.uint8))  # compile once, before the first visitor
     httpd = server.DemoServer((args.host, 0 if args.bench else args.port), explainer, Path(args.results_dir))
     if args.bench:
@@ -69,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         httpd.serve_forever()
     except KeyboardInterrupt as stop:  # Ctrl-C is how a server is meant to end; SIGTERM keeps its exit code
         print("serve.py stopped", file=sys.stderr)
-        return 128 + 15 if isinstance(stop, signals.Terminated) else 0
+        signum = getattr(stop, "signum", signal.SIGINT)
+        return 0 if signum == signal.SIGINT else 128 + signum
     finally:
         httpd.server_close()
     return 0

@@ -8,7 +8,7 @@ Writes to the results dir:
   visualize.json       the numbers behind them
 
     python visualize.py                  # after train_cnn.py and train_dense.py
-    python visualize.py --digit 7        # feature maps of another test image (its index)
+    python visualize.py --digit 7        # the feature maps of test image number 7 (a handwritten 9)
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ def parse_args(argv: Sequence[str] | None = None):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results_dir = cli.writable_dir(args.results_dir, "results dir")
-    from mnistlab import UserError, data, inference, plots, records
-
     import numpy as np
+
+    import compare
+    from mnistlab import UserError, data, inference, plots, records
 
     # 1. The saved models and the test set.
     models = inference.load_saved_models(args.models_dir)
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 2. Predictions of both models on every test image.
     probabilities = {
-        name: inference.predict_in_batches(inference.predictor(model), dataset.x_test) for name, model in models.items()
+        name: compare.predict_all(compare.predictor(model), dataset.x_test) for name, model in models.items()
     }
     predicted = {name: probs.argmax(axis=1) for name, probs in probabilities.items()}
 
@@ -81,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "confusion": confusion,
             "most_common_confusion": worst,
             "feature_map_shapes": {name: list(fmap.shape) for name, fmap in maps},
+            "first_kernel_size": list(next(layer.kernel_size for layer in cnn.layers if hasattr(layer, "kernel_size"))),
             "digit_index": args.digit,
             "digit_label": int(dataset.y_test[args.digit]),
         },

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mnistlab import data, plots, records, training
-
 import keras
 import numpy as np
 from matplotlib.figure import Figure
+
+from mnistlab import data, plots, records, training
 
 VALIDATION_IMAGES = 1000  # held out of the end of the training images by every experiment that trains
 

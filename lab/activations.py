@@ -6,14 +6,14 @@ layer, and how fast each learns.
 
 from __future__ import annotations
 
-from lab import Lab
-from mnistlab import training
-
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 from keras import layers
+
+from lab import Lab
+from mnistlab import training
 
 
 def deep_dense(activation: str, depth: int = 10, width: int = 64) -> keras.Model:

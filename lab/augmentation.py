@@ -1,23 +1,22 @@
 """Augmentation: randomly rotated, zoomed and shifted digits help most when there is little data.
 
-    python experiments.py augmentation
+python experiments.py augmentation
 """
 
 from __future__ import annotations
-
-import train_cnn
-from lab import Lab, test_accuracy
-from mnistlab import training
-from mnistlab.models import augmentation
 
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
 
+import train_cnn
+from lab import Lab, test_accuracy
+from mnistlab import training
+
 
 def run(lab: Lab) -> None:
     keras.utils.set_random_seed(lab.args.seed)
-    augment = augmentation()
+    augment = train_cnn.augmentation()
     originals = lab.data.x_train[:6].astype(np.float32)[..., None] / 255
     samples = [np.asarray(augment(originals, training=True))[..., 0] for _ in range(5)]
     sizes = [s for s in (500, 1000, 5000) if s <= lab.size(5000)] or [lab.size(5000)]

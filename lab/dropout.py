@@ -1,17 +1,17 @@
 """Dropout: the overfitting gap with and without it, and proof that it is off at inference.
 
-    python experiments.py dropout
+python experiments.py dropout
 """
 
 from __future__ import annotations
 
-import train_dense
-from lab import Lab
-from mnistlab import training
-
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
+
+import train_dense
+from lab import Lab
+from mnistlab import training
 
 
 def run(lab: Lab) -> None:

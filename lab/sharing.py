@@ -6,12 +6,12 @@ the same outputs, and how pooling shrinks what the classifier has to look at.
 
 from __future__ import annotations
 
-import train_cnn
-from lab import Lab
-
 import keras
 import matplotlib.pyplot as plt
 from keras import layers
+
+import train_cnn
+from lab import Lab
 
 
 def run(lab: Lab) -> None:

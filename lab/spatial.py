@@ -7,14 +7,14 @@ before, while the CNN loses its lead.
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
+import numpy as np
+
 import train_cnn
 import train_dense
 from lab import Lab, test_accuracy
 from mnistlab import inference, training
 from mnistlab.images import shift
-
-import matplotlib.pyplot as plt
-import numpy as np
 
 
 def run(lab: Lab) -> None:

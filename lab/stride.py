@@ -1,15 +1,15 @@
 """Stride and padding: the output size of one real Conv2D layer for strides 1–4, with valid and same padding.
 
-    python experiments.py stride
+python experiments.py stride
 """
 
 from __future__ import annotations
 
-from lab import Lab
-
 import matplotlib.pyplot as plt
 import numpy as np
 from keras import layers
+
+from lab import Lab
 
 
 def run(lab: Lab) -> None:

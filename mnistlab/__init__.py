@@ -1,24 +1,18 @@
-"""The toolbox behind the scripts: the plumbing a reader of train_cnn.py need not study.
+"""The toolbox behind the learning lab, predict.py, report.py, benchmark.py and serve.py.
 
-One module per concern: ``data`` (load + validate MNIST); ``training`` (:class:`training.Run`: seeds, precision,
---resume, atomic saves, records) and its Keras ``callbacks``; ``distribute`` (tf.distribute and its Keras shim);
-``records`` (files on disk: atomic writes, locks, free space); ``inference`` / ``plots`` (compare and report);
-``signals`` (Ctrl-C and SIGTERM); ``images`` (your own digits, MNIST-style); ``explain`` + ``server`` (the live
-page); ``cli`` (flags, one-line errors). The networks themselves live in the scripts that train them.
+The three tutorial scripts (train_cnn.py, train_dense.py, compare.py) stand alone and never import this package;
+the toolbox imports from them instead, so that every network, the data loader and the timing code are defined
+once. One module per concern: ``data`` (MNIST as a dataclass), ``inference`` (saved models, feature maps),
+``training`` (small in-process fits for the experiments), ``callbacks`` (the benchmark's timers), ``records``
+(atomic files), ``plots`` (figures), ``images`` (your own digits, MNIST-style), ``explain`` and ``server`` (the
+live page), ``cli`` (flags, one-line errors), ``baseline`` and ``tracked`` (the benchmark's runs).
 """
-
-import os
-
-__version__ = "1.0.0"
-
-# TensorFlow's C++ start-up chatter (oneDNN notices, CPU feature lists) hides what the scripts print.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class UserError(Exception):
     """A problem the user can fix (bad file, bad flag, missing model).
 
-    Scripts print ``str(error)`` as one line and exit with ``exit_code``, never a traceback.
+    Tools print ``str(error)`` as one line and exit with ``exit_code``, never a traceback.
     """
 
     exit_code = 1

@@ -8,16 +8,15 @@ Run by benchmark.py in its own process: ``python -m mnistlab.baseline --seed 1 -
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
 from collections.abc import Sequence
 
-from mnistlab import cli
-from mnistlab.models import INPUT_SHAPE, NUM_CLASSES
-
 import keras
 from keras import layers
+
+from mnistlab import cli
+from mnistlab.data import INPUT_SHAPE
 
 EPOCHS = 15
 BATCH_SIZE = 128
@@ -36,7 +35,7 @@ def build_classic_cnn() -> keras.Model:
             layers.MaxPooling2D(pool_size=(2, 2)),
             layers.Flatten(),
             layers.Dropout(0.5),
-            layers.Dense(NUM_CLASSES, activation="softmax"),
+            layers.Dense(10, activation="softmax"),
         ],
         name="classic_cnn",
     )
@@ -89,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "epoch_test_accuracy": tracker.accuracies,
         "epoch_seconds": tracker.epoch_seconds,
         "test_eval_seconds": tracker.seconds,
-        "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_memory_mib": records.peak_memory_mib(),
     }
     if args.model_out:
         records.save_model(model, args.model_out)

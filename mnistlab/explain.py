@@ -10,13 +10,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from mnistlab.images import shift
-from mnistlab.inference import feature_map_layers
-from mnistlab.models import INPUT_SHAPE
-
 import keras
 import numpy as np
 import tensorflow as tf
+
+from mnistlab.data import INPUT_SHAPE
+from mnistlab.images import shift
+from mnistlab.inference import feature_map_layers
 
 SHIFTS = tuple(range(7))  # pixels right and down; 0 is the digit as the networks normally see it
 FEATURE_MAPS = 3  # the first three ReLU / pooling outputs: after conv1, after pooling, after conv2

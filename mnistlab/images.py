@@ -13,10 +13,10 @@ import warnings
 from pathlib import Path
 from typing import BinaryIO
 
-from mnistlab import UserError
-
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from mnistlab import UserError
 
 MAX_PIXELS = 40_000_000  # larger than any photo a phone takes; refuses decompression bombs before decoding
 DIGIT_BOX = 20  # MNIST fits each digit into 20×20 ...

@@ -1,22 +1,17 @@
-"""Figures. Every figure is saved atomically as PNG, drawn with matplotlib's non-interactive Agg backend."""
+"""The toolbox's figures, each saved atomically as a PNG. (compare.py draws its own.)"""
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mnistlab import records
-
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed, works over SSH and in CI
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+import matplotlib.pyplot as plt
 import numpy as np
 
-COLORS = {"cnn": "#1f77b4", "dense": "#ff7f0e"}
+from compare import COLORS
+from mnistlab import records
+
 LABELS = {"cnn": "CNN", "dense": "Dense"}
 
 
@@ -26,69 +21,6 @@ def save(figure: plt.Figure, path: str | os.PathLike[str]) -> Path:
         figure.savefig(temp, dpi=110, bbox_inches="tight", format="png")
     plt.close(figure)
     return Path(path)
-
-
-def bar_panel(
-    axis: plt.Axes,
-    *,
-    names: Sequence[str],
-    values: Sequence[float],
-    title: str,
-    fmt: str,
-    log: bool = False,
-    ylim: tuple[float, float] | None = None,
-) -> None:
-    """One bar per model, each labelled with its value."""
-    bars = axis.bar([LABELS.get(n, n) for n in names], values, color=[COLORS.get(n, "grey") for n in names])
-    axis.set_title(title)
-    if log:
-        axis.set_yscale("log")
-    if ylim:
-        axis.set_ylim(*ylim)
-    for bar, value in zip(bars, values, strict=True):
-        axis.annotate(
-            fmt.format(value),
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=9,
-        )
-
-
-def comparison_figure(rows: dict[str, dict[str, Any]], histories: dict[str, list[dict[str, float]]]) -> plt.Figure:
-    """Six panels: accuracy, training time, parameters, inference speed, and two views of the learning curves."""
-    names = list(rows)
-    figure, axes = plt.subplots(2, 3, figsize=(15, 8.5))
-    accuracies = [rows[n]["test_accuracy"] * 100 for n in names]
-    panels = [
-        (axes[0, 0], accuracies, "Test accuracy (%)", "{:.2f}%", False, (max(0.0, min(accuracies) - 1.0), 100)),
-        (axes[0, 1], [rows[n]["training_seconds"] for n in names], "Training time (s)", "{:.1f} s", False, None),
-        (axes[0, 2], [rows[n]["parameters"] for n in names], "Parameters (log scale)", "{:,.0f}", True, None),
-        (axes[1, 0], [rows[n]["images_per_second"] for n in names], "Inference (images/s)", "{:,.0f}", False, None),
-    ]
-    for axis, values, title, fmt, log, ylim in panels:
-        bar_panel(axis, names=names, values=values, title=title, fmt=fmt, log=log, ylim=ylim)
-    all_validated = True
-    for name in names:
-        epochs = histories[name]
-        # A run trained with --val-split 0 has no validation set: its curve shows training accuracy, and says so.
-        validated = all("val_accuracy" in row for row in epochs)
-        all_validated &= validated
-        curve = [row["val_accuracy" if validated else "accuracy"] * 100 for row in epochs]
-        elapsed = list(itertools.accumulate(row["epoch_seconds"] for row in epochs))
-        label = LABELS.get(name, name) + ("" if validated else " (training accuracy: no validation set)")
-        style = {"color": COLORS.get(name, "grey"), "marker": "o", "label": label}
-        axes[1, 1].plot(range(1, len(curve) + 1), curve, **style)
-        axes[1, 2].plot(elapsed, curve, **style)
-    measure = "Validation accuracy" if all_validated else "Accuracy"
-    axes[1, 1].set(title=f"{measure} per epoch", xlabel="epoch", ylabel="%")
-    axes[1, 2].set(title=f"{measure} against training time", xlabel="seconds of training", ylabel="%")
-    for axis in (axes[1, 1], axes[1, 2]):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.suptitle("CNN vs. dense network on MNIST", fontsize=14)
-    figure.tight_layout()
-    return figure
 
 
 def benchmark_figure(runs: dict[str, list[dict[str, Any]]]) -> plt.Figure:
@@ -166,9 +98,9 @@ def kernels_figure(model) -> plt.Figure:
 
 def feature_maps(model, image) -> list[tuple[str, np.ndarray]]:
     """Activations of one image after every Conv2D / ReLU-ed conv / pooling layer of a CNN."""
-    from mnistlab.inference import feature_map_layers
-
     import keras
+
+    from mnistlab.inference import feature_map_layers
 
     wanted = feature_map_layers(model)
     probe = keras.Model(model.inputs, [layer.output for layer in wanted])

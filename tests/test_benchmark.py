@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_script
+from conftest import data_flags, run_script
 from PIL import Image
 
 
 def test_quick_benchmark_reports_everything(tmp_path):
-    result = run_script("benchmark.py", "--quick", "--precision", "float32", "--results-dir", str(tmp_path))
+    result = run_script(
+        "benchmark.py", "--quick", "--precision", "float32", "--results-dir", str(tmp_path), *data_flags()
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| run | precision | test accuracy" in result.stdout
     for name in ("baseline", "cnn", "dense"):
         assert f"| {name} | float32 |" in result.stdout  # what CPUs without AMX-BF16 units run
     payload = json.loads((tmp_path / "benchmark.json").read_text())
     assert payload["quick"] is True and payload["seeds"] == [1]
+    # --quick: 6,000 training images at the defaults' large batches, 2 epochs (the baseline 1): measured here at
+    # 84.2% (baseline), 91.7% (CNN) and 86.6% (dense), seed 1, float32; floors a few points below.
+    floors = {"baseline": 0.80, "cnn": 0.88, "dense": 0.83}
     for name, summary in payload["summary"].items():
-        assert 0.5 < summary["test_accuracy_median"] <= 1, name
+        assert floors[name] < summary["test_accuracy_median"] <= 1, name
         assert summary["wall_seconds_median"] > summary["training_seconds_median"] > 0, name
         assert summary["images_per_second_median"] > 1000 and 0 < summary["latency_ms_median"] < 100, name
         assert 100 < summary["peak_memory_mib_max"] < 16000, name

@@ -6,12 +6,13 @@ import json
 import shutil
 import subprocess
 
-from mnistlab import images
-
+import keras
 import numpy as np
 import pytest
-from conftest import CHROMIUM_FLAGS, assert_one_line_error, run_script
+from conftest import CHROMIUM_FLAGS, assert_one_line_error, data_flags, run_script
 from PIL import Image
+
+from mnistlab import images
 
 
 def digit_png(path, digit: np.ndarray, size: int = 280, invert: bool = True, colour: bool = False):
@@ -111,7 +112,7 @@ def test_predict_without_models(tmp_path, mnist):
 @pytest.fixture(scope="module")
 def visualized(trained, lab_results):
     """visualize.py run once into lab_results: its four figures, for the tests that read them."""
-    result = run_script("visualize.py", *io_flags(trained, lab_results))
+    result = run_script("visualize.py", *io_flags(trained, lab_results), *data_flags())
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -132,12 +133,16 @@ def test_visualize(visualized, lab_results):
         assert matrix.sum() == 10000 and matrix.sum() - np.trace(matrix) == numbers["errors"][name]
     for figure in ("kernels", "feature_maps", "confusion", "misclassified"):
         with Image.open(lab_results / f"{figure}.png") as image:
-            assert image.width > 400 and len(image.convert("RGB").getcolors(1 << 20) or []) > 20
+            assert image.width > 400
+            pixels = np.asarray(image.convert("L"), dtype=float)
+        height, width = pixels.shape  # the middle of the figure, where its panels are: drawn, not blank paper
+        middle = pixels[height // 5 : height * 4 // 5, width // 5 : width * 4 // 5]
+        assert middle.std() > 20 and len(np.unique(middle)) > 20, (figure, middle.std(), len(np.unique(middle)))
 
 
 # --- experiments.py --------------------------------------------------------------------------------------------
 def run_experiment(trained, results, name, *flags):
-    result = run_script("experiments.py", name, *flags, *io_flags(trained, results))
+    result = run_script("experiments.py", name, *flags, *io_flags(trained, results), *data_flags())
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith(f"[{name}]")]
     assert len(lines) == 2, result.stdout
@@ -202,10 +207,14 @@ def test_train_script_augment_flag(tmp_path):
         str(tmp_path / "m"),
         "--results-dir",
         str(tmp_path / "r"),
+        *data_flags(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "r" / "cnn_run.json").read_text())["augment"] is True
-    assert "augmentation" in result.stdout  # the layer is part of the saved model
+    model = keras.saving.load_model(tmp_path / "m" / "cnn.keras", safe_mode=True)  # the layer is in the saved model
+    kinds = [type(layer).__name__ for layer in model.get_layer("augmentation").layers]
+    assert kinds == ["RandomRotation", "RandomZoom", "RandomTranslation"], kinds
+    assert [layer.name for layer in model.layers][:3] == ["pixels", "rescale", "augmentation"]
 
 
 # --- report.py -------------------------------------------------------------------------------------------------
@@ -217,7 +226,7 @@ def test_report_lists_missing_figures(tmp_path):
 
 
 def test_report_in_a_real_browser(trained, lab_results, visualized, tmp_path):
-    compare = run_script("compare.py", *io_flags(trained, lab_results))
+    compare = run_script("compare.py", *io_flags(trained, lab_results), *data_flags())
     assert compare.returncode == 0, compare.stderr[-2000:]
     result = run_script("report.py", "--results-dir", str(lab_results))
     assert result.returncode == 0, result.stderr

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import train_cnn
-import train_dense
-
 import numpy as np
 import pytest
 from keras import layers
+
+import train_cnn
+import train_dense
 
 
 def kinds(model) -> list[str]:

@@ -1,42 +1,30 @@
-"""Nothing lost: atomic saves under kill -9, Ctrl-C, --resume after kill -9, determinism, tf.distribute."""
+"""Nothing lost: atomic saves under kill -9, Ctrl-C, --resume after kill -9, determinism, tf.distribute (one machine;
+several: tests/test_multiworker.py)."""
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 
 import keras
-import pytest
-from conftest import ROOT, SMALL_BATCH, SMALL_EPOCHS, SMALL_TRAIN, assert_one_line_error, output_flags, run_script
+from conftest import (
+    ROOT,
+    SMALL_BATCH,
+    SMALL_EPOCHS,
+    SMALL_TRAIN,
+    assert_one_line_error,
+    data_flags,
+    output_flags,
+    run_script,
+    start,
+    wait_for_epochs,
+)
 from test_training import CNN_FLOOR
-
-
-def start(script, *args):
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / script), *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def wait_for_epochs(backup, count, process, limit=300):
-    """Wait until the run has finished ``count`` epochs and backed them up (Keras writes the backup's metadata
-    last, after the weights)."""
-    metadata = backup / "state" / "training_metadata.json"
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            if json.loads(metadata.read_text())["epoch"] >= count:
-                return
-        except (OSError, ValueError, KeyError):
-            pass  # not written yet, or being written
-        time.sleep(0.05)
-    pytest.fail("training did not reach the epoch in time")
 
 
 def test_kill_9_during_save_keeps_previous_model(trained, tmp_path):
@@ -72,15 +60,19 @@ def test_kill_9_during_save_keeps_previous_model(trained, tmp_path):
 
 
 def test_ctrl_c_ends_cleanly(tmp_path):
-    process = start(
-        "train_cnn.py", "--train-size", "6000", "--epochs", "30", "--batch-size", "32", *output_flags(tmp_path)
-    )
+    args = ["--train-size", "6000", "--epochs", "30", "--batch-size", "32", *output_flags(tmp_path), *data_flags()]
+    process = start("train_cnn.py", *args)
     wait_for_epochs(tmp_path / "models" / ".resume-cnn", 1, process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
     assert "Traceback" not in err
-    assert "interrupted" in err.strip().splitlines()[-1] and "--resume" in err
+    line = err.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"interrupted (in epoch \d+|after epoch \d+) of 30: nothing was half-written; run the same command with "
+        r"--resume to go on from epoch \d+",
+        line,
+    ), line
     assert not (tmp_path / "models" / "cnn.keras").exists()
     assert not list((tmp_path / "results").glob("*.json"))
 
@@ -94,6 +86,7 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
         "--batch-size",
         str(SMALL_BATCH),
         *output_flags(tmp_path),
+        *data_flags(),
     ]
     process = start("train_cnn.py", *args)
     backup = tmp_path / "models" / ".resume-cnn"
@@ -114,16 +107,16 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
 
 
 def test_resume_without_a_backup_is_refused(tmp_path):
-    result = run_script("train_dense.py", "--resume", *output_flags(tmp_path))
-    assert_one_line_error(result, 1, "nothing to resume", "without --resume")
+    result = run_script("train_dense.py", "--resume", *output_flags(tmp_path), *data_flags())
+    assert_one_line_error(result, 1, "nothing to resume in", "run the command without --resume")
 
 
 def test_resume_with_other_flags_is_refused(tmp_path):
     backup = tmp_path / "models" / ".resume-dense"
     backup.mkdir(parents=True)
     (backup / "config.json").write_text(json.dumps({"epochs": 3}))
-    result = run_script("train_dense.py", "--resume", "--epochs", "4", *output_flags(tmp_path))
-    assert_one_line_error(result, 1, "--resume needs the same flags", "--epochs")
+    result = run_script("train_dense.py", "--resume", "--epochs", "4", *output_flags(tmp_path), *data_flags())
+    assert_one_line_error(result, 1, "--resume needs the same flags as the interrupted run; these differ: ", "--epochs")
 
 
 def test_deterministic_runs_give_identical_histories(tmp_path):
@@ -142,6 +135,7 @@ def test_deterministic_runs_give_identical_histories(tmp_path):
             "--batch-size",
             str(SMALL_BATCH),
             *output_flags(folder),
+            *data_flags(),
         )
         assert result.returncode == 0, result.stderr[-3000:]
         epochs = json.loads((folder / "results" / "cnn_history.json").read_text())["epochs"]
@@ -154,9 +148,7 @@ def test_mirrored_over_two_cpu_devices_reaches_the_same_floor(tmp_path):
     result = run_script(
         "train_cnn.py",
         "--distribute",
-        "mirrored",
-        "--cpu-replicas",
-        "2",
+        "mirrored",  # two logical CPU devices on a machine without a GPU
         "--train-size",
         str(SMALL_TRAIN),
         "--epochs",
@@ -164,68 +156,10 @@ def test_mirrored_over_two_cpu_devices_reaches_the_same_floor(tmp_path):
         "--batch-size",
         str(SMALL_BATCH // 2),
         *output_flags(tmp_path),
+        *data_flags(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"global batch {SMALL_BATCH} (2 replicas)" in result.stdout
+    assert f"global batch {SMALL_BATCH} (2 replica(s))" in result.stdout
     record = json.loads((tmp_path / "results" / "cnn_run.json").read_text())
     assert record["replicas"] == 2 and record["global_batch_size"] == SMALL_BATCH
     assert record["test_accuracy"] >= CNN_FLOOR
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_multiworker_two_processes_only_chief_writes(tmp_path):
-    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
-    processes = []
-    for index in range(2):
-        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CONFIG": json.dumps(config)}
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "train_dense.py"),
-                    "--distribute",
-                    "multiworker",
-                    "--train-size",
-                    "3000",
-                    "--epochs",
-                    "2",
-                    "--batch-size",
-                    "64",
-                    *output_flags(tmp_path),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    results = [process.communicate(timeout=300) for process in processes]
-    for process, (out, err) in zip(processes, results, strict=True):
-        assert process.returncode == 0, err[-3000:]
-        assert "global batch 128 (2 replicas)" in out
-    assert "-> " + str(tmp_path / "models" / "dense.keras") in results[0][0]
-    assert "not saved (not the chief)" in results[1][0]
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["dense.keras"]
-    record = json.loads((tmp_path / "results" / "dense_run.json").read_text())
-    assert record["replicas"] == 2 and record["test_accuracy"] > 0.8
-    assert len((tmp_path / "results" / "runs.jsonl").read_text().splitlines()) == 1
-
-
-def test_multiworker_without_tf_config(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train_dense.py"), "--distribute", "multiworker", *output_flags(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert_one_line_error(result, 1, "needs TF_CONFIG")

@@ -6,17 +6,15 @@ import base64
 import http.client
 import json
 import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mnistlab.images import canvas_png
-
 import numpy as np
 import pytest
-from conftest import CHROMIUM_FLAGS, ROOT, assert_one_line_error, run_script
+from conftest import CHROMIUM_FLAGS, ROOT, assert_one_line_error, run_script, start
+
+from mnistlab.images import canvas_png
 
 DOCS = ROOT / "docs"
 
@@ -26,11 +24,9 @@ def server(trained, tmp_path_factory):
     """serve.py on a free port of 127.0.0.1, with the models trained by the shared fixture."""
     results = tmp_path_factory.mktemp("serve-results")
     (results / "comparison.png").write_bytes((DOCS / "comparison.png").read_bytes())
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "serve.py"), "--port", "0", "--models-dir", str(trained["models"]),
-         "--results-dir", str(results)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = start(  # as from a terminal: Ctrl-C reaches it even under `make test &`
+        "serve.py", "--port", "0", "--models-dir", str(trained["models"]), "--results-dir", str(results)
+    )
     line = process.stdout.readline()  # "serving the CNN and the dense network on http://127.0.0.1:PORT/ ..."
     if "http://" not in line:
         process.kill()
