@@ -191,20 +191,15 @@ def main(argv=None, extra_callbacks=()) -> int:
     print(f"training on {len(x_train)} images, validating on {held_out}", flush=True)
 
     # Where to compute (tf.distribute: one device, or mirrored on several), in which precision, from which seed.
-    if args.distribute == "mirrored" and not tf.config.list_physical_devices("GPU"):  # no GPU: two logical CPUs
-        tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0], [
-            tf.config.LogicalDeviceConfiguration()] * 2)
-    devices = [device.name for device in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices()]
     strategy = tf.distribute.get_strategy()  # the default: one device
-    if args.distribute == "mirrored":
-        strategy = tf.distribute.MirroredStrategy(devices)
-    cpu = platform.processor()  # the CPU's name; on Linux, /proc/cpuinfo also lists its units
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as file:
-            cpu = file.read()
-    amx = "amx_bf16" in cpu and not tf.config.list_physical_devices("GPU")  # where bfloat16 was measured faster
-    precision = ("mixed_bfloat16" if amx else "float32") if args.precision == "auto" else args.precision
-    keras.mixed_precision.set_global_policy(precision)
+    if args.distribute == "mirrored":  # a copy of the network on every device; each step's batch split between them
+        if not tf.config.list_physical_devices("GPU"):  # no GPU: two logical CPU devices, to try it out
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
+    precision = args.precision if args.precision != "auto" else "mixed_bfloat16" if amx_bf16() else "float32"
+    keras.mixed_precision.set_global_policy(precision)  # bfloat16 only where it was measured faster: docs/
     keras.utils.set_random_seed(args.seed)  # Python's, NumPy's and TensorFlow's: weights, shuffling, dropout
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -250,11 +245,7 @@ def main(argv=None, extra_callbacks=()) -> int:
               "test_loss": test_loss, "test_errors": round((1 - test_accuracy) * len(x_test)),
               "test_images": len(x_test), "parameters": model.count_params(), "train_images": len(x_train),
               "validation_images": held_out, "training_seconds": sum(row["epoch_seconds"] for row in history),
-              "global_batch_size": args.batch_size * replicas, "replicas": replicas, "environment": {
-                  "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-                  "numpy": np.__version__, "platform": platform.platform(), "cpu": next((line.split(":")[1].strip(
-                  ) for line in cpu.splitlines() if line.startswith("model name")), cpu) + f", {os.cpu_count()} cores",
-                  "gpu": ", ".join(gpu.name for gpu in tf.config.list_physical_devices("GPU")) or "none"}}
+              "global_batch_size": args.batch_size * replicas, "replicas": replicas, "environment": environment()}
     path = os.path.join(args.models_dir, "cnn.keras")
     save_all({path: model, os.path.join(args.results_dir, "cnn_history.json"): {"name": "cnn", "epochs": history},
               os.path.join(args.results_dir, "cnn_run.json"): record}, os.path.join(args.results_dir, "runs.jsonl"))
@@ -338,6 +329,27 @@ def hold_lock(path: str, what: str):
             lock.flush()
             return lock
         lock.close()
+
+
+def amx_bf16() -> bool:
+    """A CPU with AMX-BF16 units (recent Xeons; Linux tells) and no GPU: the one place bfloat16 was faster."""
+    return "amx_bf16" in cpu_info() and not tf.config.list_physical_devices("GPU")
+
+
+def cpu_info() -> str:
+    if not os.path.isfile("/proc/cpuinfo"):  # not Linux
+        return platform.processor() or platform.machine()
+    with open("/proc/cpuinfo") as file:
+        return file.read()
+
+
+def environment() -> dict:
+    """What produced a record: the versions, the CPU, the GPU."""
+    cpu = next((line.split(":")[1].strip() for line in cpu_info().splitlines() if line.startswith("model name")), None)
+    gpus = [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__, "numpy":
+            np.__version__, "platform": platform.platform(), "cpu": f"{cpu or cpu_info()}, {os.cpu_count()} cores",
+            "gpu": ", ".join(gpus) or "none"}
 
 
 class Backup(keras.callbacks.BackupAndRestore):

@@ -3,12 +3,17 @@ and no file left behind."""
 
 from __future__ import annotations
 
+import importlib
 import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 from conftest import IDX_FILES, assert_one_line_error, data_flags, first_images, output_flags, run_script, write_idx_dir
+
+import train_dense
 
 
 def assert_nothing_written(tmp_path):
@@ -44,9 +49,22 @@ def assert_nothing_written(tmp_path):
         "unknown",
     ],
 )
-def test_bad_flags_exit_2(tmp_path, script, flags, fragment):
-    result = run_script(script, *flags, *output_flags(tmp_path))
-    assert_one_line_error(result, 2, fragment)
+def test_bad_flags_exit_2(tmp_path, capsys, monkeypatch, script, flags, fragment):  # noqa: PLR0917 - fixtures
+    """Each script's own flag parsing, in this process (fast); the end-to-end run is the test below."""
+    module = importlib.import_module(script.removesuffix(".py"))
+    monkeypatch.setattr(sys, "argv", [script])  # argparse names the program after it
+    with pytest.raises(SystemExit) as stop:
+        module.main([*flags, *output_flags(tmp_path)])
+    stderr = capsys.readouterr().err
+    assert_one_line_error(subprocess.CompletedProcess([script], stop.value.code, "", stderr), 2, fragment)
+    assert stderr.startswith("usage: ") and f"{script}: error: " in stderr, stderr
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("script", ["train_cnn.py", "train_dense.py"])
+def test_a_bad_flag_run_for_real_exits_2(tmp_path, script):
+    result = run_script(script, "--epochs", "0", *output_flags(tmp_path))
+    assert_one_line_error(result, 2, f"{script}: error: --epochs must be at least 1, got 0")
     assert_nothing_written(tmp_path)
 
 
@@ -119,6 +137,26 @@ def empty_file(folder, mnist):
     ],
 )
 def test_bad_data_exit_1(tmp_path, mnist, make, fragment):
+    """The whole script (its main(), in this process) stops at the data, in one line, before writing anything."""
+    source = tmp_path / "source"
+    source.mkdir()
+    path = make(source, mnist)
+    with pytest.raises(SystemExit) as stop:
+        train_dense.main(["--data", str(path), "--epochs", "1", *output_flags(tmp_path)])
+    assert_one_line_error(subprocess.CompletedProcess(["train_dense.py"], 1, "", f"{stop.value.code}\n"), 1, fragment)
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda folder, mnist: folder / "nowhere.npz", "nowhere.npz: no such file or directory"),
+        (bad_idx("magic"), "wrong magic number 00000804"),
+        (bad_npz(x_train=np.zeros((100, 28, 28), np.float64)), "dtype float64; expected (N, 28, 28) uint8"),
+    ],
+    ids=["missing-path", "idx-magic", "npz-dtype"],
+)
+def test_bad_data_run_for_real_exits_1(tmp_path, mnist, make, fragment):
     source = tmp_path / "source"
     source.mkdir()
     path = make(source, mnist)

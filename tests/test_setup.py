@@ -1,4 +1,4 @@
-"""The README's two commands on an interpreter that cannot run the pinned requirements: one line, not pip's errors."""
+"""`make` on an interpreter that cannot run the pinned requirements: one line saying what to do, not pip's errors."""
 
 from __future__ import annotations
 
