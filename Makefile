@@ -51,7 +51,7 @@ demo: train  ## the live page: draw a digit, both networks answer (http://127.0.
 
 test: setup $(DATA)  ## lint, then the test suite (it reads MNIST from $(DATA))
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: setup
 	$(PY) -m ruff check .
