@@ -1,4 +1,4 @@
-"""Files the tools write: JSON and figures written atomically, records read back with one clear error.
+"""Files the tools write: JSON, models and figures, written atomically; what produced them.
 
 "Atomically" means: write a temp file in the same folder, then ``os.replace`` it over the target. A crash, Ctrl-C
 or ``kill -9`` at any moment leaves either the old file or the new one, never half of one.
@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-from mnistlab import UserError
 
 
 def remove_stale_temps(target: Path) -> None:
@@ -85,17 +83,6 @@ def save_model(model, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as temp:
         model.save(temp)
     return Path(path)
-
-
-def read_json(path: str | os.PathLike[str], made_by: str) -> Any:
-    """Read a JSON record, or say in one line which command makes it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} not found; run `{made_by}` first")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path} is not a readable JSON record ({error}); run `{made_by}` again") from None
 
 
 def cpu_description() -> str:
