@@ -10,6 +10,7 @@ flags → data → the network → compile → fit → test → save. The code t
 """
 
 import argparse
+import contextlib
 import csv
 import errno
 import gzip
@@ -215,14 +216,16 @@ def main(argv=None, extra_callbacks=()) -> int:
     model.summary()
     backup = prepare_run("cnn", model, args)  # safety checks before training: see the bottom of the file
 
-    # 4. Train with Keras' fit loop and its callbacks: each epoch's seconds and a CSV history, a backup after every
-    #    epoch (--resume goes on from it), a stop if the loss becomes NaN, TensorBoard logs if asked for.
+    # 4. Train with Keras' fit loop and its callbacks: each epoch's seconds, the network as it stands and a CSV row
+    #    (to watch the run as it goes), a backup after every epoch (--resume goes on from it), a stop if the loss
+    #    becomes NaN, TensorBoard logs if asked for.
     started = {}
     callbacks = [
         keras.callbacks.LambdaCallback(
             on_epoch_begin=lambda epoch, logs: started.update(at=time.perf_counter()),
             on_epoch_end=lambda epoch, logs: logs.update(epoch_seconds=time.perf_counter() - started["at"])),
-        keras.callbacks.CSVLogger(os.path.join(backup, "history.csv"), append=True),  # before the backup
+        keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: save_epoch(model, backup, epoch + 1)),
+        keras.callbacks.CSVLogger(os.path.join(backup, "history.csv"), append=True),  # after it, before the backup
         Backup(os.path.join(backup, "state"), double_checkpoint=True, delete_checkpoint=False),
         keras.callbacks.TerminateOnNaN(),
         *([keras.callbacks.TensorBoard(args.tensorboard)] if args.tensorboard else []),
@@ -278,8 +281,11 @@ def prepare_run(name: str, model: keras.Model, args: argparse.Namespace) -> str:
             tempfile.TemporaryFile(dir=folder).close()
         except OSError as error:
             fail(f"cannot write to the folder {folder!r}: {error.strerror}; choose another with {flag}")
-    # The models folder holds two backups and the new model beside the old: weights and Adam's moments, float32.
-    needs = {"--models-dir": 3 * (12 * model.count_params() + 2**18), "--results-dir": 2**20, "--tensorboard": 2**22}
+    # The models folder holds two backups and the new model beside the old (weights and Adam's moments, float32),
+    # and two epochs' networks while one replaces the other (weights alone).
+    params = model.count_params()
+    needs = {"--models-dir": 3 * (12 * params + 2**18) + 2 * (4 * params + 2**18), "--results-dir": 2**20,
+             "--tensorboard": 2**22}
     for flag, folder in folders.items():  # folders on one disk share its free space
         total = sum(needs[f] for f, other in folders.items() if os.stat(other).st_dev == os.stat(folder).st_dev)
         if (free := shutil.disk_usage(folder).free) < total:
@@ -393,6 +399,18 @@ def save_all(files: dict, log: str) -> None:
         for temp in temps.values():
             if os.path.exists(temp):
                 os.remove(temp)
+
+
+def save_epoch(model: keras.Model, folder: str, epoch: int) -> None:
+    """The network as it stands after an epoch, for watching a run while it trains: ``epoch-K.keras`` in the backup
+    folder, written beside and then renamed, so that a reader finds a whole file or none, never half of one. Without
+    the optimizer's state (the backup has it): a third of the size. The epoch before's file goes."""
+    view = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers and weights, no optimizer
+    temp = os.path.join(folder, f".tmp-epoch-{epoch}.keras")
+    view.save(temp)
+    os.replace(temp, os.path.join(folder, f"epoch-{epoch}.keras"))
+    with contextlib.suppress(OSError):  # none (the first epoch), or open in a reader on Windows: the folder goes later
+        os.remove(os.path.join(folder, f"epoch-{epoch - 1}.keras"))
 
 
 # Ctrl-C, SIGTERM and SIGHUP. While fit() runs, a signal is only noted, and raised between two steps: raised where it
