@@ -1,16 +1,22 @@
-"""A live page: draw a digit, watch the CNN and the dense network answer, and see what the CNN sees.
+"""A live page: watch the CNN and the dense network learn, draw a digit, and see what each has learned.
 
-Serves one page on this computer only (127.0.0.1 unless --host says otherwise), with no internet needed:
+Serves one page on this computer only (127.0.0.1 unless --host says otherwise), with no internet needed. It starts
+before any network exists and follows train_cnn.py and train_dense.py while they train (from any terminal), after
+every epoch, without a reload; when nothing trains, it shows the last finished runs:
 
-  - a canvas to draw on (mouse or touch), and both networks' probabilities for 0–9 as you draw;
+  - one line per network: not started / epoch k of n / finished (test accuracy) / stopped;
+  - both networks' accuracy and loss, training and validation, per epoch and against seconds of training;
+  - the CNN's first-layer kernels beside the dense network's first-layer weights: strokes against templates;
+  - a canvas to draw on (mouse or touch), answered by each network as of its latest epoch, as you draw;
   - the 28×28 image the networks actually receive after MNIST-style preprocessing (crop, scale, centre of mass);
   - the CNN's feature maps for your drawing, and which pixels each network's answer depends on (saliency);
   - a shift control: move the prepared digit 0–6 pixels without recentring it, and watch both answers.
 
-    python serve.py                 # after train_cnn.py and train_dense.py (make demo does all three)
+    python serve.py                 # then python train_cnn.py and python train_dense.py (make live does all three)
     python serve.py --port 8080
-    python serve.py --bench         # measure /predict latency: 1 client, then 8 at once
+    python serve.py --bench         # measure /predict latency with the finished models: 1 client, then 8 at once
 
+The server only reads what the scripts write anyway (mnistlab/live.py says which files); no request writes a file.
 API: POST /predict with {"image": "data:image/png;base64,..."} or {"pixels": [28 rows of 28 numbers 0–255]}.
 """
 
@@ -31,7 +37,10 @@ def parse_args(argv: Sequence[str] | None = None):
         "--port", type=cli.port_number, default=8000, help="port (0: any free one) (default: %(default)s)"
     )
     parser.add_argument(
-        "--models-dir", metavar="DIR", default=cli.DEFAULT_MODELS_DIR, help="the saved models (default: %(default)s)"
+        "--models-dir",
+        metavar="DIR",
+        default=cli.DEFAULT_MODELS_DIR,
+        help="the saved models, and the training runs to follow (default: %(default)s)",
     )
     parser.add_argument(
         "--results-dir",
@@ -52,15 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from pathlib import Path
 
-    import numpy as np
+    from mnistlab import data, images, inference, server
 
-    from mnistlab import data, explain, images, inference, server
-
-    # Both saved models, in Keras safe mode; a missing one names the command that makes it.
-    explainer = explain.Explainer(inference.load_saved_models(args.models_dir))
-    example = data.load(args.data).x_test[0] if args.bench else None
-    explainer.explain(np.zeros((28, 28), np.uint8))  # compile once, before the first visitor
-    httpd = server.DemoServer((args.host, 0 if args.bench else args.port), explainer, Path(args.results_dir))
+    if args.bench:  # both finished models, each checked; a missing one names the command that makes it
+        inference.load_saved_models(args.models_dir)
+        example = data.load(args.data).x_test[0]
+    address = (args.host, 0 if args.bench else args.port)
+    httpd = server.DemoServer(address, Path(args.models_dir), Path(args.results_dir))
     if args.bench:
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         print(server.latency_report(httpd.url, images.canvas_png(example)))
@@ -68,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         print(f"serving the CNN and the dense network on {httpd.url} (Ctrl-C to stop)", flush=True)
+        print(f"it follows train_cnn.py and train_dense.py as they train into {args.models_dir}/: run them in another "
+              "terminal (make live does both)", flush=True)
         httpd.serve_forever()
     except KeyboardInterrupt as stop:  # Ctrl-C is how a server is meant to end; SIGTERM keeps its exit code
         print("serve.py stopped", file=sys.stderr)

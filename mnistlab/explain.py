@@ -24,17 +24,34 @@ CHANNELS_SHOWN = 8  # feature maps per layer sent to the page
 
 
 class Explainer:
-    """Load once, then :meth:`explain` any number of digits (thread-safe: one digit at a time)."""
+    """:meth:`explain` any number of digits with the networks it holds (thread-safe: one digit at a time). The
+    networks can change while it serves (:meth:`update`: training moved on); each gets its compiled function when
+    it is first asked."""
 
-    def __init__(self, models: dict[str, keras.Model]) -> None:
-        self.analyse = {name: analyser(model, FEATURE_MAPS if name == "cnn" else 0) for name, model in models.items()}
+    def __init__(self, models: dict[str, keras.Model] | None = None) -> None:
+        self.models: dict[str, tuple[keras.Model, dict[str, Any] | None]] = {}
+        self.analyse: dict[str, Any] = {}
         self.lock = threading.Lock()  # two cores: requests take turns rather than fight over them
+        for name, model in (models or {}).items():
+            self.update(name, model)
+
+    def update(self, name: str, model: keras.Model | None, about: dict[str, Any] | None = None) -> None:
+        """Answer with ``model`` from now on (``None``: no answer for ``name``); ``about`` goes with its answers."""
+        with self.lock:
+            self.models.pop(name, None)
+            self.analyse.pop(name, None)
+            if model is not None:
+                self.models[name] = (model, about)
 
     def explain(self, digit: np.ndarray) -> dict[str, Any]:
         """``digit``: 28×28 uint8, white on black, as the networks take it. Returns plain JSON-able data."""
         batch = np.stack([shift(digit[None], pixels)[0] for pixels in SHIFTS]).astype(np.float32)[..., None]
         with self.lock:
+            for name, (model, _) in self.models.items():
+                if name not in self.analyse:
+                    self.analyse[name] = analyser(model, FEATURE_MAPS if name == "cnn" else 0)
             outputs = {name: analyse(batch) for name, analyse in self.analyse.items()}
+            about = {name: info for name, (_, info) in self.models.items()}
         answer: dict[str, Any] = {"preprocessed": digit.astype(int).tolist(), "shifted": []}
         for name, (probabilities, gradient, maps) in outputs.items():
             first = probabilities.numpy()[0].astype(np.float64)
@@ -43,6 +60,7 @@ class Explainer:
                 "probabilities": [round(float(p), 6) for p in first],
                 "label": int(first.argmax()),
                 "saliency": normalised(np.abs(gradient.numpy()[0, :, :, 0])),
+                "model": about[name],
             }
             if maps:
                 answer["feature_maps"] = [

@@ -1,4 +1,5 @@
-"""The local web server behind serve.py: the page's own files, two result files it links to, and POST /predict.
+"""The local web server behind serve.py: the page's own files, two result files it links to, GET /status (where
+each network's training stands, read by :mod:`mnistlab.live`) and POST /predict.
 
 Only names in :data:`PAGES` and :data:`RESULTS` are ever served — looked up in a table, never joined to a path —
 so no URL (``/../``, ``%2e%2e/``, ``//etc/passwd``) can reach another file. Every bad request gets its status code
@@ -28,6 +29,7 @@ import numpy as np
 from mnistlab import UserError
 from mnistlab.explain import Explainer
 from mnistlab.images import FIELD, ImageError, decode_grayscale, mnist_style
+from mnistlab.live import Watcher
 
 MAX_BODY = 2 * 1024 * 1024  # a 280×280 canvas is ~20 KB as PNG; a large photo as a data URL is still well below
 DRAIN_LIMIT = 16 * 1024 * 1024  # read (and drop) at most this much of a refused body, so the client hears the 413
@@ -41,6 +43,7 @@ RESULTS = {  # URL path -> (file in the results folder, content type); served wh
     "/results/report.html": ("report.html", "text/html; charset=utf-8"),
     "/results/comparison.png": ("comparison.png", "image/png"),
 }
+NO_NETWORK = "no network has finished an epoch yet: run python train_cnn.py and python train_dense.py"
 USAGE = 'send JSON {"image": "data:image/png;base64,..."} or {"pixels": [28 rows of 28 numbers 0-255]}'
 
 
@@ -109,9 +112,9 @@ class Handler(BaseHTTPRequestHandler):
         elif path in RESULTS and (self.server.results_dir / RESULTS[path][0]).is_file():
             name, kind = RESULTS[path]
             self.send(HTTPStatus.OK, (self.server.results_dir / name).read_bytes(), kind)
-        elif path == "/status":
+        elif path == "/status":  # the links, and each network's progress and first-layer weights
             links = {url: (self.server.results_dir / name).is_file() for url, (name, _) in RESULTS.items()}
-            self.send_json(HTTPStatus.OK, {"links": links})
+            self.send_json(HTTPStatus.OK, {"links": links, "networks": self.server.watcher.look()})
         else:
             self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {path[:100]}"})
 
@@ -120,7 +123,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(HTTPStatus.NOT_FOUND, {"error": "POST goes to /predict"})
             return
         try:
-            answer = self.server.explainer.explain(digit_from_request(self.read_body()))
+            digit = digit_from_request(self.read_body())
+            self.server.watcher.look()  # the newest epoch's networks answer
+            if not self.server.explainer.models:
+                raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, NO_NETWORK)
+            answer = self.server.explainer.explain(digit)
         except BadRequest as error:
             self.send_json(error.status, {"error": str(error)})
         except Exception as error:  # one bad request never takes the server down
@@ -179,8 +186,9 @@ class Handler(BaseHTTPRequestHandler):
 class DemoServer(ThreadingHTTPServer):
     daemon_threads = True  # Ctrl-C does not wait for open connections
 
-    def __init__(self, address: tuple[str, int], explainer: Explainer, results_dir: Path) -> None:
-        self.explainer, self.results_dir = explainer, results_dir
+    def __init__(self, address: tuple[str, int], models_dir: Path, results_dir: Path) -> None:
+        self.explainer, self.results_dir = Explainer(), results_dir
+        self.watcher = Watcher(models_dir, results_dir, self.explainer)
         try:
             super().__init__(address, Handler)
         except OSError as error:

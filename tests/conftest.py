@@ -212,3 +212,41 @@ def trained(tmp_path_factory):
         assert result.returncode == 0, result.stderr[-3000:]
         outputs[script] = result
     return {"models": models, "results": results, "outputs": outputs, "tensorboard": base / "tensorboard"}
+
+
+# --- a real browser: Debian's Chromium through Selenium, offline ----------------------------------------------------
+STROKES = {
+    "1": [[(140, 40), (140, 240)]],
+    "0": [[(140 + 60 * np.sin(t), 140 - 95 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 48)]],
+}
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Debian's Chromium through Selenium, with the driver's path given: nothing is downloaded."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
+        pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in (*CHROMIUM_FLAGS, "--window-size=1280,1500", f"--user-data-dir={tmp_path_factory.mktemp('chrome')}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=options)
+    yield driver
+    driver.quit()
+
+
+def draw(driver, strokes) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    pad = driver.find_element("id", "pad")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", pad)
+    driver.find_element("id", "clear").click()
+    for stroke in strokes:
+        actions = ActionChains(driver, duration=10)
+        x0, y0 = stroke[0]
+        actions.move_to_element_with_offset(pad, int(x0 - 140), int(y0 - 140)).click_and_hold()
+        for x, y in stroke[1:]:
+            actions.move_to_element_with_offset(pad, int(x - 140), int(y - 140))
+        actions.release().perform()

@@ -8,13 +8,13 @@ import json
 import signal
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHROMIUM_FLAGS, ROOT, assert_one_line_error, run_script, start
+from conftest import ROOT, SMALL_EPOCHS, STROKES, assert_one_line_error, draw, output_flags, run_script, start
 
 from mnistlab.images import canvas_png
+from mnistlab.server import NO_NETWORK
 
 DOCS = ROOT / "docs"
 
@@ -24,6 +24,8 @@ def server(trained, tmp_path_factory):
     """serve.py on a free port of 127.0.0.1, with the models trained by the shared fixture."""
     results = tmp_path_factory.mktemp("serve-results")
     (results / "comparison.png").write_bytes((DOCS / "comparison.png").read_bytes())
+    for record in trained["results"].glob("*_*.json"):  # the runs' records: the page shows the finished runs
+        (results / record.name).write_bytes(record.read_bytes())
     process = start(  # as from a terminal: Ctrl-C reaches it even under `make test &`
         "serve.py", "--port", "0", "--models-dir", str(trained["models"]), "--results-dir", str(results)
     )
@@ -68,12 +70,33 @@ def test_answer_has_everything_the_page_shows(server, mnist):
         assert len(probabilities) == 10 and abs(sum(probabilities) - 1) < 1e-4
         assert answer[name]["label"] == int(np.argmax(probabilities))
         assert np.array(answer[name]["saliency"]).shape == (28, 28)
+        assert answer[name]["model"]["epoch"] == SMALL_EPOCHS and answer[name]["model"]["final"] is True
     assert np.array_equal(np.array(answer["preprocessed"]), mnist.x_test[0])  # pixels are used as they are
     maps = answer["feature_maps"]
     assert [m["shape"] for m in maps] == [[24, 24, 32], [12, 12, 32], [10, 10, 64]]
     assert all(np.array(m["channels"]).shape == (8, *m["shape"][:2]) for m in maps)
     assert [row["shift"] for row in answer["shifted"]] == list(range(7))
     assert answer["shifted"][0]["cnn"]["label"] == answer["cnn"]["label"]
+
+
+def test_status_shows_the_finished_runs(server, trained):
+    """Nothing trains: each network's line, its history and its first layer come from the finished run."""
+    with urllib.request.urlopen(server["url"] + "status", timeout=30) as response:
+        networks = json.loads(response.read())["networks"]
+    for name in ("cnn", "dense"):
+        network = networks[name]
+        record = json.loads((trained["results"] / f"{name}_run.json").read_text())  # copied by the fixture
+        assert network["state"] == "finished" and network["epoch"] == network["epochs"] == SMALL_EPOCHS, network
+        assert network["line"] == f"finished: {SMALL_EPOCHS} epochs (test accuracy {record['test_accuracy']:.2%})"
+        assert [row["epoch"] for row in network["history"]] == list(range(1, SMALL_EPOCHS + 1))
+        seconds = [row["seconds"] for row in network["history"]]
+        assert seconds == sorted(seconds) and seconds[-1] == pytest.approx(record["training_seconds"], abs=0.01)
+        assert network["history"][-1]["val_accuracy"] > 0.85 and network["problem"] is None
+    kernels, units = networks["cnn"]["first_layer"], networks["dense"]["first_layer"]
+    assert kernels["kind"] == "kernels" and kernels["layer"] == "conv1" and np.shape(kernels["images"]) == (32, 5, 5)
+    assert units["kind"] == "units" and units["units"] == 512 and np.shape(units["images"]) == (10, 28, 28)
+    for images in (kernels["images"], units["images"]):  # each image scaled by its own largest weight
+        assert np.allclose(np.abs(images).max(axis=(1, 2)), 1.0)
 
 
 @pytest.mark.parametrize("index", EASY)
@@ -166,8 +189,29 @@ def test_unknown_path_is_404_and_links_show_what_exists(server):
     assert raw(server, "GET", "/results/report.html")[0] == 404  # not made: not served
 
 
-def test_missing_models_is_one_line_before_listening(tmp_path):
-    result = run_script("serve.py", "--port", "0", "--models-dir", str(tmp_path))
+def test_without_models_the_page_waits_for_training(tmp_path):
+    """serve.py starts before any network exists: the page names the commands, and /predict says what to do."""
+    process = start("serve.py", "--port", "0", *output_flags(tmp_path))
+    try:
+        line = process.stdout.readline()
+        assert "http://127.0.0.1:" in line, (line, process.stderr.read() if process.poll() is not None else "")
+        url = line.split(" on ", 1)[1].split()[0]
+        with urllib.request.urlopen(url + "status", timeout=30) as response:
+            networks = json.loads(response.read())["networks"]
+        for name in ("cnn", "dense"):
+            assert networks[name]["state"] == "not started" and networks[name]["model"] is None, networks[name]
+            assert f"run `python train_{name}.py`" in networks[name]["line"]
+        status, answer = post(url, {"pixels": [[0] * 28] * 28})
+        assert status == 503 and answer == {"error": NO_NETWORK}, answer
+        assert "train_cnn.py" in NO_NETWORK and "train_dense.py" in NO_NETWORK
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and err.strip().splitlines()[-1] == "serve.py stopped", err[-2000:]
+
+
+def test_bench_without_models_is_one_line(tmp_path):
+    result = run_script("serve.py", "--bench", "--models-dir", str(tmp_path))
     assert_one_line_error(result, 1, "cnn.keras not found", "python train_cnn.py")
     assert "serving" not in result.stdout
 
@@ -184,42 +228,6 @@ def test_port_in_use_is_one_line(server, trained):
 
 
 # --- a real browser ---------------------------------------------------------------------------------------------
-STROKES = {
-    "1": [[(140, 40), (140, 240)]],
-    "0": [[(140 + 60 * np.sin(t), 140 - 95 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 48)]],
-}
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    """Debian's Chromium through Selenium, with the driver's path given: nothing is downloaded."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
-        pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (*CHROMIUM_FLAGS, "--window-size=1280,1500", f"--user-data-dir={tmp_path_factory.mktemp('chrome')}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=options)
-    yield driver
-    driver.quit()
-
-
-def draw(driver, strokes) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    pad = driver.find_element("id", "pad")
-    driver.find_element("id", "clear").click()
-    for stroke in strokes:
-        actions = ActionChains(driver, duration=10)
-        x0, y0 = stroke[0]
-        actions.move_to_element_with_offset(pad, int(x0 - 140), int(y0 - 140)).click_and_hold()
-        for x, y in stroke[1:]:
-            actions.move_to_element_with_offset(pad, int(x - 140), int(y - 140))
-        actions.release().perform()
-
-
 @pytest.mark.parametrize("digit", list(STROKES))
 def test_drawing_in_a_real_browser(server, browser, digit, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait

@@ -1,0 +1,227 @@
+"""Training as it happens, for serve.py's page: read from the files that the training scripts write anyway.
+
+The scripts know nothing of the page. A run of ``train_NAME.py`` holds ``MODELS/.NAME.lock`` (its PID inside) while
+it runs, and keeps its backup folder ``MODELS/.resume-NAME/``: ``config.json`` (its flags, from the start),
+``history.csv`` (a row per finished epoch, from Keras' CSVLogger) and ``epoch-K.keras`` (the network after epoch K,
+renamed into place whole, before the epoch's CSV row). A run that ends well removes the folder and leaves
+``MODELS/NAME.keras``, ``RESULTS/NAME_run.json`` and ``RESULTS/NAME_history.json``.
+
+Everything here only reads, and never shows half a file: a CSV row without its newline is still being written and
+waits for the next look; an ``epoch-K.keras`` that is gone by the time it is opened was replaced by the next epoch's,
+and the network keeps its model until the next look.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+import compare
+from mnistlab.explain import Explainer
+from mnistlab.records import pid_alive
+
+TEMPLATES_SHOWN = 10  # dense units whose first-layer weights the page draws as 28×28 images
+EPOCH_FILE = re.compile(r"epoch-(\d+)\.keras")
+
+
+@dataclass
+class Progress:
+    """Where one network's training stands, as the files say."""
+
+    name: str
+    state: str  # "not started", "starting", "training", "testing", "stopped" or "finished"
+    epochs: int | None = None  # of the run, from its flags
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per finished epoch
+    test_accuracy: float | None = None
+    model_path: Path | None = None  # the newest whole model file: an epoch's, or the finished one
+    model_epoch: int | None = None
+
+    @property
+    def line(self) -> str:
+        done, of = len(self.history), f" of {self.epochs}" if self.epochs else ""
+        if self.state == "not started":
+            return f"not started: run `{compare.MODELS[self.name]}`"
+        if self.state == "starting":
+            return "starting: loading the data, building the network"
+        if self.state == "training":
+            return f"epoch {done + 1}{of}" + (f" (epoch {done} done)" if done else "")
+        if self.state == "testing":
+            return f"epoch {done}{of} done: testing and saving"
+        if self.state == "stopped":
+            return f"stopped after epoch {done}{of}: run the same command with --resume to go on"
+        accuracy = f" (test accuracy {self.test_accuracy:.2%})" if self.test_accuracy is not None else ""
+        return f"finished: {done} epochs{accuracy}"
+
+    def as_json(self) -> dict[str, Any]:
+        seconds, rows = 0.0, []
+        for number, row in enumerate(self.history, start=1):
+            seconds += row.get("epoch_seconds", math.nan)
+            rows.append({"epoch": number, "seconds": round(seconds, 3)} | {
+                key: round(row[key], 6) for key in ("accuracy", "loss", "val_accuracy", "val_loss") if key in row
+            })
+        return {"state": self.state, "line": self.line, "epoch": len(self.history), "epochs": self.epochs,
+                "test_accuracy": self.test_accuracy, "history": rows}
+
+
+def progress(name: str, models_dir: Path, results_dir: Path) -> Progress:
+    """One look at the files of network ``name`` (``cnn`` or ``dense``)."""
+    backup = models_dir / f".resume-{name}"
+    running = holder(models_dir / f".{name}.lock") is not None
+    config = read_json(backup / "config.json")
+    if config is not None or (running and backup.is_dir()):
+        epochs = config.get("epochs") if config else None
+        history = read_history_csv(backup / "history.csv")
+        found = newest_epoch_file(backup)
+        state = ("testing" if epochs and len(history) >= epochs else "training") if running else "stopped"
+        return Progress(name, state, epochs, history, None, *(found or (None, None)))
+    if running:
+        return Progress(name, "starting")
+    record = read_json(results_dir / f"{name}_run.json") or {}
+    history = (read_json(results_dir / f"{name}_history.json") or {}).get("epochs", [])
+    final = models_dir / f"{name}.keras"
+    if not final.is_file():
+        return Progress(name, "not started")
+    return Progress(name, "finished", record.get("epochs") or len(history) or None, history,
+                    record.get("test_accuracy"), final, len(history) or None)
+
+
+def holder(lock: Path) -> int | None:
+    """The PID of the run that holds ``lock``, if it still runs. Read only: taking the lock, even for a moment,
+    could turn a run away. The run removes the file when it ends; after ``kill -9`` the PID tells."""
+    try:
+        pid = lock.read_text().strip()
+    except OSError:
+        return None
+    if not pid.isdigit():  # the run writes its PID just after it opens the file
+        return 0
+    return int(pid) if pid_alive(int(pid)) else None
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or being written
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_history_csv(path: Path) -> list[dict[str, float]]:
+    """Keras' CSVLogger file: whole lines only; after --resume, an epoch's last row wins."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    whole = text[: text.rfind("\n") + 1]
+    rows: dict[int, dict[str, float]] = {}
+    for row in csv.DictReader(io.StringIO(whole)):
+        try:
+            values = {key: float(value) for key, value in row.items() if key and value not in (None, "", "NA")}
+        except ValueError:
+            continue
+        if "epoch" in values:
+            rows[int(values["epoch"])] = values
+    return [rows[epoch] for epoch in sorted(rows)]
+
+
+def newest_epoch_file(folder: Path) -> tuple[Path, int] | None:
+    try:
+        found = [(int(m[1]), path) for path in folder.iterdir() if (m := EPOCH_FILE.fullmatch(path.name))]
+    except OSError:
+        return None
+    return (max(found)[1], max(found)[0]) if found else None
+
+
+def first_layer(model: keras.Model) -> dict[str, Any] | None:
+    """What the first layer has learned, as small images scaled to -1…1 (each by its own largest weight): every
+    kernel of a CNN's first convolution, or the 784 input weights of a few units of a dense network's first layer."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel = np.asarray(layer.kernel, np.float64)  # (height, width, 1, filters)
+            images = [kernel[:, :, :, k].sum(axis=2) for k in range(kernel.shape[-1])]
+            return {"kind": "kernels", "layer": layer.name, "images": [scaled(image) for image in images]}
+        if isinstance(layer, keras.layers.Dense) and layer.kernel.shape[0] == 28 * 28:
+            kernel = np.asarray(layer.kernel, np.float64)  # (784, units)
+            shown = range(min(TEMPLATES_SHOWN, kernel.shape[1]))
+            return {"kind": "units", "layer": layer.name, "units": kernel.shape[1],
+                    "images": [scaled(kernel[:, unit].reshape(28, 28)) for unit in shown]}
+    return None
+
+
+def scaled(values: np.ndarray) -> list[list[float]]:
+    peak = float(np.abs(values).max())
+    return np.round(values / peak if peak > 0 else values, 3).tolist()
+
+
+@dataclass
+class Loaded:
+    key: tuple[Path, int, int]  # path, mtime, size: a new file is a new key
+    about: dict[str, Any]  # which epoch, whether the run finished: shown with every answer
+    weights: dict[str, Any] | None
+
+
+class Watcher:
+    """Each network's progress and its newest whole model, loaded (safe mode) when its file changes and only when
+    someone looks: with no page open, the server reads nothing. The explainer is kept up to date with them."""
+
+    def __init__(self, models_dir: Path, results_dir: Path, explainer: Explainer) -> None:
+        self.models_dir, self.results_dir, self.explainer = Path(models_dir), Path(results_dir), explainer
+        self.loaded: dict[str, Loaded] = {}
+        self.problems: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def look(self) -> dict[str, Any]:
+        """Every network's progress and model, as plain JSON-able data."""
+        with self.lock:
+            return {name: self.look_at(name) for name in compare.MODELS}
+
+    def look_at(self, name: str) -> dict[str, Any]:
+        now = progress(name, self.models_dir, self.results_dir)
+        answer = now.as_json()
+        if now.model_path is None:  # nothing to show yet, or a new run before its first epoch
+            self.forget(name)
+        else:
+            self.load(name, now)
+        loaded = self.loaded.get(name)
+        answer["model"] = None if loaded is None else loaded.about
+        answer["first_layer"] = None if loaded is None else loaded.weights
+        answer["problem"] = self.problems.get(name)
+        return answer
+
+    def load(self, name: str, now: Progress) -> None:
+        path = now.model_path
+        try:
+            stat = path.stat()
+            key = (path, stat.st_mtime_ns, stat.st_size)
+            if name in self.loaded and self.loaded[name].key == key:
+                return
+            model = compare.load_model(str(path), compare.MODELS[name])
+        except FileNotFoundError:  # replaced by the next epoch's between the look and the load: next look
+            return
+        except SystemExit as error:  # not a readable model: say so on the page and once here, keep the old one
+            if not path.is_file():  # no: replaced between the look and the load
+                return
+            message = str(error).removeprefix("error: ")
+            if self.problems.get(name) != message:
+                print(f"serve.py: {message}", file=sys.stderr, flush=True)
+            self.problems[name] = message
+            return
+        self.problems.pop(name, None)
+        about = {"epoch": now.model_epoch, "final": now.state == "finished", "version": f"{key[1]}-{key[2]}"}
+        self.loaded[name] = Loaded(key, about, first_layer(model))
+        self.explainer.update(name, model, about)
+
+    def forget(self, name: str) -> None:
+        if self.loaded.pop(name, None) is not None:
+            self.explainer.update(name, None, None)
+        self.problems.pop(name, None)
