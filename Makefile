@@ -1,5 +1,6 @@
 # On a fresh machine:  make all  (train both networks and compare)  ·  make lab  (every figure and the report)
-#                      make demo (the live page: draw a digit)
+#                      make live (the live page, then both networks train while it follows them)
+#                      make demo (the live page with the trained networks: draw a digit)
 #                      make test (lint and the test suite)
 # Needs Python 3.11-3.13 and its venv module; another interpreter: rm -rf .venv, then make all PYTHON=python3.12
 PYTHON ?= python3
@@ -7,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DATA   ?= data/mnist.npz
 
-.PHONY: all setup check-python data train compare lab demo test lint bench bench-quick clean
+.PHONY: all setup check-python data train compare lab live demo test lint bench bench-quick clean
 
 all: compare  ## set up, train both networks, compare them
 
@@ -45,6 +46,9 @@ lab: compare  ## every figure of the learning lab, then results/report.html
 	$(PY) visualize.py --data $(DATA)
 	$(PY) experiments.py all --data $(DATA)
 	$(PY) report.py
+
+live: setup $(DATA)  ## the live page first (it prints its URL), then both networks train while it follows them
+	$(PY) live.py --data $(DATA)
 
 demo: train  ## the live page: draw a digit, both networks answer (http://127.0.0.1:8000/)
 	$(PY) serve.py

@@ -1,0 +1,331 @@
+"""The live page follows training: what mnistlab/live.py reads of a run's files, and both scripts training for real
+while headless Chromium watches serve.py's page."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import STROKES, data_flags, draw, start
+
+from mnistlab import live
+from mnistlab.explain import Explainer
+
+HEADER = "epoch,accuracy,epoch_seconds,loss,val_accuracy,val_loss\n"
+
+
+def row(epoch: int, accuracy: float, seconds: float = 2.0) -> str:
+    return f"{epoch},{accuracy},{seconds},{1 - accuracy},{accuracy + 0.01},{1.1 - accuracy}\n"
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def a_run(models: Path, *, epochs: int = 5, rows: int = 0, lock: int | str | None = None) -> Path:
+    """The files a run of train_cnn.py leaves in ``models`` (as written by the script: see test_each_epoch...)."""
+    backup = models / ".resume-cnn"
+    backup.mkdir(parents=True)
+    (backup / "config.json").write_text(json.dumps({"epochs": epochs, "preset": "fast"}))
+    (backup / "history.csv").write_text(HEADER + "".join(row(e, 0.9 + e / 100) for e in range(rows)))
+    if lock is not None:
+        (models / ".cnn.lock").write_text(f"{lock}\n")
+    return backup
+
+
+def test_history_is_read_in_whole_lines_and_an_epochs_last_row_wins(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text(HEADER + row(0, 0.90) + row(1, 0.93) + row(1, 0.95) + "2,0.97,2.0,0.0")  # the last line is cut off
+    history = live.read_history_csv(path)
+    assert [(r["epoch"], r["accuracy"]) for r in history] == [(0, 0.90), (1, 0.95)]  # after --resume: the new row
+    assert live.read_history_csv(tmp_path / "none.csv") == []
+    path.write_text("epoch,accura")  # a header being written
+    assert live.read_history_csv(path) == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "state", "line"),
+    [
+        ("nothing", "not started", "not started: run `python train_cnn.py`"),
+        ("lock only", "starting", "starting: loading the data, building the network"),
+        ("training", "training", "epoch 3 of 5 (epoch 2 done)"),
+        ("first epoch", "training", "epoch 1 of 5"),
+        ("all epochs done", "testing", "epoch 5 of 5 done: testing and saving"),
+        ("stopped", "stopped", "stopped after epoch 2 of 5: run the same command with --resume to go on"),
+        ("killed", "stopped", "stopped after epoch 2 of 5: run the same command with --resume to go on"),
+        ("finished", "finished", "finished: 2 epochs (test accuracy 98.77%)"),
+    ],
+)
+def test_each_state_of_a_run_as_its_files_tell_it(tmp_path, setup, state, line):
+    models, results = tmp_path / "models", tmp_path / "results"
+    models.mkdir()
+    results.mkdir()
+    if setup == "lock only":
+        (models / ".cnn.lock").write_text(f"{os.getpid()}\n")
+    elif setup in ("training", "first epoch", "all epochs done"):
+        a_run(models, rows={"training": 2, "first epoch": 0, "all epochs done": 5}[setup], lock=os.getpid())
+    elif setup == "stopped":  # Ctrl-C: the run removed its lock and kept its backup for --resume
+        a_run(models, rows=2)
+    elif setup == "killed":  # kill -9: the lock file stays, with a PID that no longer runs
+        a_run(models, rows=2, lock=dead_pid())
+    elif setup == "finished":
+        (models / "cnn.keras").write_bytes(b"")
+        (results / "cnn_run.json").write_text(json.dumps({"epochs": 2, "test_accuracy": 0.98765}))
+        (results / "cnn_history.json").write_text(json.dumps({"name": "cnn", "epochs": [{"epoch": 0.0}] * 2}))
+    found = live.progress("cnn", models, results)
+    assert (found.state, found.line) == (state, line)
+    if setup == "training":
+        rows = found.as_json()["history"]
+        assert [(r["epoch"], r["seconds"], r["accuracy"]) for r in rows] == [(1, 2.0, 0.9), (2, 4.0, 0.91)]
+
+
+def test_the_newest_whole_epoch_file_is_the_model(tmp_path):
+    backup = a_run(tmp_path, rows=2, lock=os.getpid())
+    for name in ("epoch-2.keras", "epoch-10.keras", ".tmp-epoch-11.keras", "epoch-x.keras"):
+        (backup / name).write_bytes(b"")
+    found = live.progress("cnn", tmp_path, tmp_path)
+    assert (found.model_path, found.model_epoch) == (backup / "epoch-10.keras", 10)  # a temp is never read
+
+
+def test_an_unreadable_model_is_said_on_the_page_and_the_server_goes_on(tmp_path, capsys):
+    backup = a_run(tmp_path, rows=1, lock=os.getpid())
+    (backup / "epoch-1.keras").write_bytes(b"PK\x03\x04 cut off")
+    watcher = live.Watcher(tmp_path, tmp_path, Explainer())
+    for _ in range(2):  # said once on the terminal, on the page at every look
+        cnn = watcher.look()["cnn"]
+        assert cnn["model"] is None and cnn["state"] == "training"
+        assert "epoch-1.keras is not a readable Keras model" in cnn["problem"], cnn["problem"]
+    assert capsys.readouterr().err.count("not a readable Keras model") == 1
+
+
+# --- both scripts training for real, while the page watches ------------------------------------------------------
+def page_state(browser) -> dict:
+    """Everything the test checks, read in one go from the page as the browser shows it."""
+    return browser.execute_script(
+        """
+        const item = (name) => document.getElementById(`state-${name}`);
+        const units = [...document.querySelectorAll('#units-dense canvas')];
+        return {
+          cnn: {state: item('cnn').dataset.state, epoch: Number(item('cnn').dataset.epoch),
+                line: item('cnn').querySelector('.line').textContent,
+                points: document.querySelectorAll('#chart-accuracy-epoch circle.pt.cnn.train').length,
+                seconds: document.querySelectorAll('#chart-loss-seconds circle.pt.cnn.val').length,
+                weights: document.getElementById('kernels-cnn').toDataURL(),
+                weightsEpoch: document.getElementById('kernels-cnn').dataset.epoch,
+                by: document.getElementById('cnn-by').textContent},
+          dense: {state: item('dense').dataset.state, epoch: Number(item('dense').dataset.epoch),
+                  line: item('dense').querySelector('.line').textContent,
+                  points: document.querySelectorAll('#chart-accuracy-epoch circle.pt.dense.train').length,
+                  seconds: document.querySelectorAll('#chart-loss-seconds circle.pt.dense.val').length,
+                  weights: units.map((c) => c.toDataURL()).join(),
+                  weightsEpoch: document.getElementById('units-dense').dataset.epoch,
+                  by: document.getElementById('dense-by').textContent},
+          kernels: {width: document.getElementById('kernels-cnn').width, units: units.length},
+        };
+        """
+    )
+
+
+CNN_EPOCHS, DENSE_EPOCHS, DENSE_STOP_AFTER = 3, 12, 3
+
+
+def test_the_page_follows_both_scripts_as_they_train(browser, tmp_path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    flags = ["--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results")]
+    server = start("serve.py", "--port", "0", *flags)  # before any folder or model exists
+    line = server.stdout.readline()
+    assert "http://127.0.0.1:" in line, line
+    url = line.split(" on ", 1)[1].split()[0]
+    runs: dict[str, subprocess.Popen[str]] = {}
+    try:
+        browser.get(url)
+        WebDriverWait(browser, 30).until(lambda d: page_state(d)["cnn"]["state"] == "not started")
+        assert "python train_dense.py" in page_state(browser)["dense"]["line"]
+        slice_ = ["--train-size", "12000", "--batch-size", "128", *data_flags(), *flags]
+        runs["cnn"] = start("train_cnn.py", "--epochs", str(CNN_EPOCHS), *slice_)
+        runs["dense"] = start("train_dense.py", "--epochs", str(DENSE_EPOCHS), *slice_)
+        seen = {name: {"epochs": set(), "points": set(), "weights": {}, "answered": set()} for name in runs}
+        drawn = stopped = False
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and runs["cnn"].poll() is None:
+            now = page_state(browser)
+            for name, run in runs.items():
+                ours, shown = seen[name], now[name]
+                if run.poll() is None and shown["state"] == "training":
+                    ours["epochs"].add(shown["epoch"])
+                    ours["points"].add(shown["points"])
+                if shown["weightsEpoch"]:
+                    ours["weights"].setdefault(shown["weightsEpoch"], shown["weights"])
+                # The drawing is answered by the newest model the page has (it asks again when one comes).
+                if shown["by"] == f"answered by the model after epoch {shown['weightsEpoch']}":
+                    ours["answered"].add(int(shown["weightsEpoch"]))
+            if not drawn and now["cnn"]["weightsEpoch"] and now["dense"]["weightsEpoch"]:
+                draw(browser, STROKES["1"])
+                drawn = True
+            if not stopped and now["dense"]["epoch"] >= DENSE_STOP_AFTER:
+                runs["dense"].send_signal(signal.SIGINT)  # Ctrl-C in the dense network's terminal
+                stopped = True
+            time.sleep(0.2)
+        for name, run in runs.items():
+            out, err = run.communicate(timeout=120)
+            assert run.returncode == (0 if name == "cnn" else 130), (name, err[-3000:])
+        assert "interrupted" in err and "--resume" in err, err[-1000:]
+        for name, ours in seen.items():
+            assert len(ours["epochs"]) >= 2 and len(ours["points"]) >= 2, (name, ours["epochs"], ours["points"])
+            weights = [ours["weights"][epoch] for epoch in sorted(ours["weights"])]
+            assert len(weights) >= 2 and len(set(weights)) == len(weights), (name, sorted(ours["weights"]))
+            assert max(ours["answered"], default=0) >= 2, (name, ours["answered"])
+        # The CNN finished, the dense network was stopped: both lines say so, and the charts keep every epoch.
+        WebDriverWait(browser, 30).until(lambda d: page_state(d)["dense"]["state"] == "stopped")
+        WebDriverWait(browser, 30).until(lambda d: page_state(d)["cnn"]["state"] == "finished")
+        end = page_state(browser)
+        record = json.loads((tmp_path / "results" / "cnn_run.json").read_text())
+        assert end["cnn"]["line"] == f"finished: {CNN_EPOCHS} epochs (test accuracy {record['test_accuracy']:.2%})"
+        stopped_at = end["dense"]["epoch"]
+        assert DENSE_STOP_AFTER <= stopped_at < DENSE_EPOCHS
+        assert end["dense"]["line"].startswith(f"stopped after epoch {stopped_at} of {DENSE_EPOCHS}: ")
+        assert (end["cnn"]["points"], end["dense"]["points"]) == (CNN_EPOCHS, stopped_at)
+        assert (end["cnn"]["seconds"], end["dense"]["seconds"]) == (CNN_EPOCHS, stopped_at)
+        assert end["kernels"] == {"width": 8 * 6 - 1, "units": 10}  # all 32 kernels of 5×5; 10 dense units
+        WebDriverWait(browser, 30).until(lambda d: page_state(d)["cnn"]["by"].startswith("answered by the finished"))
+        assert browser.find_element("id", "cnn-label").text == "1"
+        errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == [], errors
+        requests = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert requests and all(url.startswith("http://127.0.0.1:") for url in requests), set(requests)
+    finally:
+        for process in (*runs.values(), server):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+
+def test_each_epoch_leaves_one_whole_model_and_the_run_clears_them(tmp_path):
+    """What the page reads: after each epoch the backup folder holds epoch-K.keras (safe mode loads it), the epoch
+    before's is gone, and the finished run removes the folder."""
+    import keras
+
+    flags = ["--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results")]
+    run = start("train_dense.py", "--train-size", "3000", "--epochs", "3", "--batch-size", "128", *data_flags(), *flags)
+    backup = tmp_path / "models" / ".resume-dense"
+    seen, loaded = set(), set()
+    while run.poll() is None:
+        found = live.newest_epoch_file(backup)
+        if found and found[1] not in seen:
+            seen.add(found[1])
+            files = sorted(path.name for path in backup.glob("epoch-*.keras"))
+            assert len(files) <= 2 and found[0].name in files, files  # two only while one replaces the other
+            try:
+                model = keras.saving.load_model(found[0], safe_mode=True)
+            except FileNotFoundError:  # the next epoch's replaced it meanwhile
+                continue
+            assert np.shape(model.get_layer("dense1").kernel) == (784, 512)
+            assert getattr(model, "optimizer", None) is None  # the network alone: a third of the backup's size
+            loaded.add(found[1])
+        time.sleep(0.05)
+    assert run.returncode == 0, run.communicate()[1][-3000:]
+    assert seen and max(seen) == 3 and loaded, (seen, loaded)
+    assert not backup.exists()
+    assert (tmp_path / "models" / "dense.keras").is_file()
+
+
+# --- live.py (make live): the page first, then both scripts ------------------------------------------------------
+def start_live(tmp_path: Path, *flags: str) -> subprocess.Popen[str]:
+    """live.py in a process group of its own, as a terminal runs it: Ctrl-C there reaches the whole group."""
+    from conftest import AS_IN_A_TERMINAL, ROOT
+
+    return subprocess.Popen(
+        [sys.executable, "-c", AS_IN_A_TERMINAL, str(ROOT / "live.py"), "--port", "0", *data_flags(), *flags],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},  # run from another folder
+    )
+
+
+def read_until(process: subprocess.Popen[str], fragment: str, limit: float = 300) -> list[str]:
+    lines, deadline = [], time.monotonic() + limit
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        assert line or process.poll() is None, (lines[-20:], process.stderr.read()[-3000:])
+        lines.append(line)
+        if fragment in line:
+            return lines
+    pytest.fail(f"no {fragment!r} in time: {lines[-20:]}")
+
+
+SLICE = ("--", "--train-size", "2000", "--epochs", "2", "--batch-size", "128")
+
+
+def test_live_py_serves_first_then_trains_both_and_keeps_the_page_up(tmp_path):
+    process = start_live(tmp_path, *SLICE)
+    try:
+        url = read_until(process, "the live page: http://127.0.0.1:")[-1].split("page: ", 1)[1].split()[0]
+        with urllib.request.urlopen(url + "status", timeout=30) as response:  # up before any network trains
+            assert json.loads(response.read())["networks"]["dense"]["state"] in ("not started", "starting")
+        lines = read_until(process, "both networks are trained")
+        assert any(line.startswith("cnn: test accuracy") for line in lines)
+        assert lines.index(next(line for line in lines if line.startswith("cnn: test"))) < lines.index(
+            next(line for line in lines if line.startswith("dense: test"))  # one after the other
+        )
+        with urllib.request.urlopen(url + "status", timeout=30) as response:
+            networks = json.loads(response.read())["networks"]
+        assert [networks[name]["state"] for name in ("cnn", "dense")] == ["finished", "finished"]
+        assert (tmp_path / "models" / "cnn.keras").is_file() and (tmp_path / "models" / "dense.keras").is_file()
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in its terminal: the page ends
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, err[-3000:]
+    assert err.strip().splitlines()[-1] == "live.py stopped; the trained networks are in models/"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "status", timeout=5)
+
+
+def test_ctrl_c_in_live_py_stops_the_training_and_the_page(tmp_path):
+    process = start_live(tmp_path, "--", "--train-size", "20000", "--epochs", "8", "--batch-size", "128")
+    try:
+        url = read_until(process, "the live page: http://127.0.0.1:")[-1].split("page: ", 1)[1].split()[0]
+        wait_for = tmp_path / "models" / ".resume-cnn" / "history.csv"
+        deadline = time.monotonic() + 300
+        while len(live.read_history_csv(wait_for)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "interrupted in epoch" in err and "--resume" in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: the page and the training are stopped;"), err[-500:]
+    assert not (tmp_path / "models" / "dense.keras").exists()  # the dense network never started
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "status", timeout=5)
+
+
+def test_live_py_with_its_port_taken_is_one_line_and_trains_nothing(tmp_path):
+    import socket
+
+    from conftest import assert_one_line_error, run_script
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run_script("live.py", "--port", port, *data_flags(), cwd=tmp_path, timeout=120)
+    assert_one_line_error(result, 1, f"cannot listen on 127.0.0.1:{port}", "--port")
+    assert not (tmp_path / "models").exists()
