@@ -12,6 +12,9 @@ results/benchmark.png (test accuracy against training seconds, every run).
     python benchmark.py --skip-best --precision float32    # what CPUs without AMX-BF16 units run, without the
                                                            # long --preset best runs
     python benchmark.py --quick                            # smoke run on a slice
+    python benchmark.py --epoch-files --precision float32  # what the files written after every epoch (for
+                                                           # watching training live) cost: cnn and dense, each
+                                                           # seed with and without them
 
 The training scripts run unchanged, through mnistlab/tracked.py, which adds one callback that measures test
 accuracy after every epoch (for "seconds until 99%"); those evaluations are not counted in any time.
@@ -56,6 +59,11 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: one seed, 6,000 training images, 1–2 epochs, no best preset"
     )
+    parser.add_argument(
+        "--epoch-files",
+        action="store_true",
+        help="only measure what the scripts' per-epoch files cost: cnn and dense, each seed with and without them",
+    )
     return parser.parse_args(argv)
 
 
@@ -68,7 +76,9 @@ def configurations(quick: bool, skip_best: bool) -> dict[str, list[str]]:
     return configs
 
 
-def command(name: str, flags: list[str], seed: int, work: Path, *, data: str | None, precision: str) -> list[str]:
+def command(
+    name: str, flags: list[str], seed: int, work: Path, *, data: str | None, precision: str, epoch_files: bool = True
+) -> list[str]:
     data_flags = ["--data", data] if data else []
     if name == "baseline":
         return [
@@ -91,6 +101,7 @@ def command(name: str, flags: list[str], seed: int, work: Path, *, data: str | N
         "mnistlab.tracked",
         script,
         str(work / "tracked.json"),
+        *([] if epoch_files else ["--without-epoch-files"]),
         "--seed",
         str(seed),
         "--precision",
@@ -104,13 +115,23 @@ def command(name: str, flags: list[str], seed: int, work: Path, *, data: str | N
     ]
 
 
-def train_once(name: str, flags: list[str], seed: int, data: str | None, precision: str) -> dict[str, Any]:
-    """Run one training process; return its record plus wall-clock and per-epoch test accuracy."""
+def train_once(
+    name: str,
+    flags: list[str],
+    seed: int,
+    data: str | None,
+    precision: str,
+    *,
+    epoch_files: bool = True,
+    inference: bool = True,
+) -> dict[str, Any]:
+    """Run one training process; return its record plus wall-clock and per-epoch test accuracy (and, with
+    ``inference``, the saved model's inference timings)."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
         work = Path(folder)
         started = time.perf_counter()
         result = subprocess.run(
-            command(name, flags, seed, work, data=data, precision=precision),
+            command(name, flags, seed, work, data=data, precision=precision, epoch_files=epoch_files),
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -130,7 +151,8 @@ def train_once(name: str, flags: list[str], seed: int, data: str | None, precisi
             record["epoch_seconds"] = [row["epoch_seconds"] for row in history]
             model_path = work / f"{stem}.keras"
         record["wall_seconds"] = wall - record["test_eval_seconds"]  # the benchmark's own test evaluations excluded
-        record.update(time_inference(model_path, name, data))
+        if inference:
+            record.update(time_inference(model_path, name, data))
     return record
 
 
@@ -268,9 +290,65 @@ def markdown(summary: dict[str, dict[str, Any]], seeds: list[int]) -> str:
     return "\n".join(rows)
 
 
+def epoch_files_cost(args, results_dir: Path) -> int:
+    """The same runs with and without the files the scripts write after every epoch (the network, for watching it
+    train), in alternating order; also the time those writes took, timed inside the run."""
+    from mnistlab import records
+
+    flags = ["--train-size", "6000", "--epochs", "2"] if args.quick else []
+    runs: dict[str, list[dict[str, Any]]] = {"cnn": [], "dense": []}
+    for number, seed in enumerate(args.seeds[:1] if args.quick else args.seeds):
+        for name, done in runs.items():
+            for with_files in (True, False) if number % 2 == 0 else (False, True):  # alternate: drift cancels
+                what = "with" if with_files else "without"
+                print(f"[seed {seed}] training {name} {what} epoch files ...", flush=True)
+                record = train_once(
+                    name, flags, seed, args.data, args.precision, epoch_files=with_files, inference=False
+                )
+                done.append(record)
+                print(
+                    f"[seed {seed}] {name}: fit {record['fit_seconds']:.2f} s, writing the epoch files "
+                    f"{record['epoch_file_seconds']:.2f} s in {record['epoch_file_writes']} epochs",
+                    flush=True,
+                )
+    rows = [
+        "| network | precision | epochs | fit, with the files (median) | fit, without (median) | difference "
+        "| writing them, timed in the run (median) | share of training without them |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    summary = {}
+    for name, records_ in runs.items():
+        with_, without = ([r for r in records_ if r["epoch_files"] is flag] for flag in (True, False))
+        fit_with = statistics.median(r["fit_seconds"] for r in with_)
+        fit_without = statistics.median(r["fit_seconds"] for r in without)
+        writing = statistics.median(r["epoch_file_seconds"] for r in with_)
+        share = statistics.median(r["epoch_file_seconds"] / (r["fit_seconds"] - r["epoch_file_seconds"]) for r in with_)
+        summary[name] = {
+            "fit_seconds_with": fit_with,
+            "fit_seconds_without": fit_without,
+            "writing_seconds": writing,
+            "writing_share": share,
+            "runs": len(with_),
+        }
+        rows.append(
+            f"| {name} | {with_[0]['precision']} | {with_[0]['epochs']} | {fit_with:.2f} s | {fit_without:.2f} s "
+            f"| {(fit_with - fit_without) / fit_without:+.1%} | {writing:.2f} s | {share:.2%} |"
+        )
+    table = "\n".join(rows)
+    environment = records.environment()
+    print(f"\nMachine: {environment['cpu']}; TensorFlow {environment['tensorflow']}, Keras {environment['keras']}")
+    print(table)
+    out = results_dir / "epoch-files-cost.json"
+    records.write_json(out, {"environment": environment, "summary": summary, "runs": runs, "markdown": table})
+    print(f"\nwrote {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results_dir = cli.writable_dir(args.results_dir, "results dir")
+    if args.epoch_files:
+        return epoch_files_cost(args, results_dir)
     seeds = args.seeds[:1] if args.quick else args.seeds
     configs = configurations(args.quick, args.skip_best)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}

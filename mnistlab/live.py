@@ -67,11 +67,18 @@ class Progress:
         seconds, rows = 0.0, []
         for number, row in enumerate(self.history, start=1):
             seconds += row.get("epoch_seconds", math.nan)
-            rows.append({"epoch": number, "seconds": round(seconds, 3)} | {
-                key: round(row[key], 6) for key in ("accuracy", "loss", "val_accuracy", "val_loss") if key in row
-            })
-        return {"state": self.state, "line": self.line, "epoch": len(self.history), "epochs": self.epochs,
-                "test_accuracy": self.test_accuracy, "history": rows}
+            rows.append(
+                {"epoch": number, "seconds": round(seconds, 3)}
+                | {key: round(row[key], 6) for key in ("accuracy", "loss", "val_accuracy", "val_loss") if key in row}
+            )
+        return {
+            "state": self.state,
+            "line": self.line,
+            "epoch": len(self.history),
+            "epochs": self.epochs,
+            "test_accuracy": self.test_accuracy,
+            "history": rows,
+        }
 
 
 def progress(name: str, models_dir: Path, results_dir: Path) -> Progress:
@@ -92,8 +99,15 @@ def progress(name: str, models_dir: Path, results_dir: Path) -> Progress:
     final = models_dir / f"{name}.keras"
     if not final.is_file():
         return Progress(name, "not started")
-    return Progress(name, "finished", record.get("epochs") or len(history) or None, history,
-                    record.get("test_accuracy"), final, len(history) or None)
+    return Progress(
+        name,
+        "finished",
+        record.get("epochs") or len(history) or None,
+        history,
+        record.get("test_accuracy"),
+        final,
+        len(history) or None,
+    )
 
 
 def holder(lock: Path) -> int | None:
@@ -153,8 +167,12 @@ def first_layer(model: keras.Model) -> dict[str, Any] | None:
         if isinstance(layer, keras.layers.Dense) and layer.kernel.shape[0] == 28 * 28:
             kernel = np.asarray(layer.kernel, np.float64)  # (784, units)
             shown = range(min(TEMPLATES_SHOWN, kernel.shape[1]))
-            return {"kind": "units", "layer": layer.name, "units": kernel.shape[1],
-                    "images": [scaled(kernel[:, unit].reshape(28, 28)) for unit in shown]}
+            return {
+                "kind": "units",
+                "layer": layer.name,
+                "units": kernel.shape[1],
+                "images": [scaled(kernel[:, unit].reshape(28, 28)) for unit in shown],
+            }
     return None
 
 
