@@ -44,6 +44,9 @@ def parse_args(argv: Sequence[str] | None = None):
     )
     parser.add_argument("--side-by-side", action="store_true", help="train both networks at once")
     args = parser.parse_args(ours)
+    for flag in ("--models-dir", "--results-dir", "--data"):  # the page must watch where the scripts write
+        if any(word == flag or word.startswith(flag + "=") for word in training):
+            parser.error(f"give {flag} before the --, to live.py: the page and both scripts use it")
     args.training = training
     return args
 
@@ -69,10 +72,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for batch in [SCRIPTS] if args.side_by_side else [[script] for script in SCRIPTS]:
             runs = {script: subprocess.Popen(commands[script]) for script in batch}
             children += runs.values()
-            for script, run in runs.items():
-                if run.wait() != 0:
-                    raise UserError(f"{script} ended with exit code {run.returncode} (its message is above); "
-                                    "the page is stopped too")
+            while runs:  # whichever ends first; a failure stops the rest at once
+                for script, run in list(runs.items()):
+                    if run.poll() is None:
+                        continue
+                    if run.returncode != 0:
+                        raise UserError(f"{script} ended with exit code {run.returncode} (its message is above); "
+                                        "the page and the other run are stopped too")
+                    del runs[script]
+                time.sleep(0.2)
         trained = True
         print(f"both networks are trained: the page at {url} shows the finished runs; draw a digit (Ctrl-C to stop)",
               flush=True)
@@ -84,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"live.py stopped; the trained networks are in {args.models_dir}/", file=sys.stderr)
             return 0
         what = "interrupted" if signum == signal.SIGINT else f"stopped ({signal.Signals(signum).name})"
-        print(f"\n{what}: the page and the training are stopped; each script's line above says how it ended "
-              "(`python live.py` starts training again)", file=sys.stderr)
+        print(f"\n{what}: the page and the training are stopped; to go on from the last epoch, run the script that "
+              "was training with --resume as its line above says (python serve.py follows it); python live.py starts "
+              "both anew", file=sys.stderr)
         return 128 + signum
     finally:
         end(children, wait=0)

@@ -407,8 +407,12 @@ def save_epoch(model: keras.Model, folder: str, epoch: int) -> None:
     the optimizer's state (the backup has it): a third of the size. The epoch before's file goes."""
     view = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers and weights, no optimizer
     temp = os.path.join(folder, f".tmp-epoch-{epoch}.keras")
-    view.save(temp)
-    os.replace(temp, os.path.join(folder, f"epoch-{epoch}.keras"))
+    try:
+        view.save(temp)
+        os.replace(temp, os.path.join(folder, f"epoch-{epoch}.keras"))
+    finally:  # a full disk mid-save leaves no half file behind
+        if os.path.exists(temp):
+            os.remove(temp)
     with contextlib.suppress(OSError):  # none (the first epoch), or open in a reader on Windows: the folder goes later
         os.remove(os.path.join(folder, f"epoch-{epoch - 1}.keras"))
 

@@ -24,9 +24,9 @@ CHANNELS_SHOWN = 8  # feature maps per layer sent to the page
 
 
 class Explainer:
-    """:meth:`explain` any number of digits with the networks it holds (thread-safe: one digit at a time). The
-    networks can change while it serves (:meth:`update`: training moved on); each gets its compiled function when
-    it is first asked."""
+    """:meth:`explain` any number of digits with the networks it holds (thread-safe: one digit at a time;
+    LookupError when it holds none). The networks can change while it serves (:meth:`update`: training moved on);
+    each gets its compiled function when it is first asked."""
 
     def __init__(self, models: dict[str, keras.Model] | None = None) -> None:
         self.models: dict[str, tuple[keras.Model, dict[str, Any] | None]] = {}
@@ -47,6 +47,8 @@ class Explainer:
         """``digit``: 28×28 uint8, white on black, as the networks take it. Returns plain JSON-able data."""
         batch = np.stack([shift(digit[None], pixels)[0] for pixels in SHIFTS]).astype(np.float32)[..., None]
         with self.lock:
+            if not self.models:
+                raise LookupError("no network to answer with")
             for name, (model, _) in self.models.items():
                 if name not in self.analyse:
                     self.analyse[name] = analyser(model, FEATURE_MAPS if name == "cnn" else 0)

@@ -40,7 +40,7 @@ class Progress:
     """Where one network's training stands, as the files say."""
 
     name: str
-    state: str  # "not started", "starting", "training", "testing", "stopped" or "finished"
+    state: str  # "not started", "starting", "training", "testing", "stopped", "diverged" or "finished"
     epochs: int | None = None  # of the run, from its flags
     history: list[dict[str, float]] = field(default_factory=list)  # one row per finished epoch
     test_accuracy: float | None = None
@@ -50,64 +50,80 @@ class Progress:
     @property
     def line(self) -> str:
         done, of = len(self.history), f" of {self.epochs}" if self.epochs else ""
-        if self.state == "not started":
-            return f"not started: run `{compare.MODELS[self.name]}`"
-        if self.state == "starting":
-            return "starting: loading the data, building the network"
-        if self.state == "training":
-            return f"epoch {done + 1}{of}" + (f" (epoch {done} done)" if done else "")
-        if self.state == "testing":
-            return f"epoch {done}{of} done: testing and saving"
-        if self.state == "stopped":
-            return f"stopped after epoch {done}{of}: run the same command with --resume to go on"
-        accuracy = f" (test accuracy {self.test_accuracy:.2%})" if self.test_accuracy is not None else ""
-        return f"finished: {done} epochs{accuracy}"
+        accuracy = f"test accuracy {self.test_accuracy:.2%}" if isinstance(self.test_accuracy, float) else ""
+        epochs = f"{done} epoch{'s' if done != 1 else ''}" if done else ""
+        return {
+            "not started": f"not started: run `{compare.MODELS[self.name]}`",
+            "starting": "starting",
+            "training": f"epoch {done + 1}{of}" + (f" (epoch {done} done)" if done else ""),
+            "testing": f"epoch {done}{of} done: testing and saving",
+            "stopped": f"stopped after epoch {done}{of}: run the same command with --resume to go on"
+            if done
+            else f"stopped in epoch 1{of}, before it finished: run the same command again",
+            "diverged": f"diverged in epoch {done}{of}: the loss is not a number; try a lower --learning-rate",
+            "finished": "finished" + (f": {epochs}" if epochs else "") + (f" ({accuracy})" if accuracy else ""),
+        }[self.state]
 
     def as_json(self) -> dict[str, Any]:
+        """Plain JSON (no NaN: a diverged epoch's numbers are left out), seconds of training summed per epoch."""
         seconds, rows = 0.0, []
         for number, row in enumerate(self.history, start=1):
             seconds += row.get("epoch_seconds", math.nan)
-            rows.append(
-                {"epoch": number, "seconds": round(seconds, 3)}
-                | {key: round(row[key], 6) for key in ("accuracy", "loss", "val_accuracy", "val_loss") if key in row}
-            )
+            values = {key: row.get(key, math.nan) for key in ("accuracy", "loss", "val_accuracy", "val_loss")}
+            values["seconds"] = seconds
+            rows.append({"epoch": number} | {key: round(v, 6) for key, v in values.items() if math.isfinite(v)})
         return {
             "state": self.state,
             "line": self.line,
             "epoch": len(self.history),
             "epochs": self.epochs,
-            "test_accuracy": self.test_accuracy,
+            "test_accuracy": self.test_accuracy if isinstance(self.test_accuracy, float) else None,
             "history": rows,
         }
 
 
 def progress(name: str, models_dir: Path, results_dir: Path) -> Progress:
     """One look at the files of network ``name`` (``cnn`` or ``dense``)."""
-    backup = models_dir / f".resume-{name}"
-    running = holder(models_dir / f".{name}.lock") is not None
-    config = read_json(backup / "config.json")
-    if config is not None or (running and backup.is_dir()):
+    backup, final = models_dir / f".resume-{name}", models_dir / f"{name}.keras"
+    lock = models_dir / f".{name}.lock"
+    running = holder(lock) is not None
+    if running and newer(final, lock) and newer(results_dir / f"{name}_run.json", lock):
+        running = False  # saved: all that is left is removing its folder, then its lock
+    elif running or backup.is_dir():
+        config = read_json(backup / "config.json")
+        if config is None and not running:  # being removed by the run that ended: look again
+            return finished(name, final, results_dir)
         epochs = config.get("epochs") if config else None
         history = read_history_csv(backup / "history.csv")
         found = newest_epoch_file(backup)
-        state = ("testing" if epochs and len(history) >= epochs else "training") if running else "stopped"
+        if history and not math.isfinite(history[-1].get("loss", math.nan)):
+            state = "diverged"
+        elif running and config is None:
+            state = "starting"
+        elif running:
+            state = "testing" if epochs and len(history) >= epochs else "training"
+        else:
+            state = "stopped"
         return Progress(name, state, epochs, history, None, *(found or (None, None)))
-    if running:
-        return Progress(name, "starting")
-    record = read_json(results_dir / f"{name}_run.json") or {}
-    history = (read_json(results_dir / f"{name}_history.json") or {}).get("epochs", [])
-    final = models_dir / f"{name}.keras"
+    return finished(name, final, results_dir)
+
+
+def finished(name: str, final: Path, results_dir: Path) -> Progress:
+    """The last finished run: its model, and its records when they are there."""
     if not final.is_file():
         return Progress(name, "not started")
-    return Progress(
-        name,
-        "finished",
-        record.get("epochs") or len(history) or None,
-        history,
-        record.get("test_accuracy"),
-        final,
-        len(history) or None,
-    )
+    record = read_json(results_dir / f"{name}_run.json") or {}
+    history = (read_json(results_dir / f"{name}_history.json") or {}).get("epochs", [])
+    history = history if isinstance(history, list) and all(isinstance(row, dict) for row in history) else []
+    epochs = record.get("epochs") if isinstance(record.get("epochs"), int) else len(history) or None
+    return Progress(name, "finished", epochs, history, record.get("test_accuracy"), final, len(history) or None)
+
+
+def newer(path: Path, than: Path) -> bool:
+    try:
+        return path.stat().st_mtime_ns > than.stat().st_mtime_ns
+    except OSError:
+        return False
 
 
 def holder(lock: Path) -> int | None:
@@ -177,6 +193,7 @@ def first_layer(model: keras.Model) -> dict[str, Any] | None:
 
 
 def scaled(values: np.ndarray) -> list[list[float]]:
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     peak = float(np.abs(values).max())
     return np.round(values / peak if peak > 0 else values, 3).tolist()
 
@@ -201,12 +218,24 @@ class Watcher:
     def look(self) -> dict[str, Any]:
         """Every network's progress and model, as plain JSON-able data."""
         with self.lock:
-            return {name: self.look_at(name) for name in compare.MODELS}
+            return {name: self.look_at_safely(name) for name in compare.MODELS}
+
+    def look_at_safely(self, name: str) -> dict[str, Any]:
+        """A file that is not what the scripts write costs its network's panel, never the page or the server."""
+        try:
+            return self.look_at(name)
+        except Exception as error:
+            problem = f"its files in {self.models_dir} could not be read ({type(error).__name__}: {error})"
+            if self.problems.get(name) != problem:
+                print(f"serve.py: {name}: {problem}", file=sys.stderr, flush=True)
+            self.problems[name] = problem
+            empty = {"epoch": 0, "epochs": None, "test_accuracy": None, "history": [], "model": None}
+            return {"state": "unreadable", "line": "unreadable", **empty, "first_layer": None, "problem": problem}
 
     def look_at(self, name: str) -> dict[str, Any]:
         now = progress(name, self.models_dir, self.results_dir)
         answer = now.as_json()
-        if now.model_path is None:  # nothing to show yet, or a new run before its first epoch
+        if now.model_path is None or now.state == "diverged":  # none yet (a new run's first epoch), or no use
             self.forget(name)
         else:
             self.load(name, now)

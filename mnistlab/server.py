@@ -106,17 +106,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
-        if path in PAGES:
-            name, kind = PAGES[path]
-            self.send(HTTPStatus.OK, (WEB_DIR / name).read_bytes(), kind)
-        elif path in RESULTS and (self.server.results_dir / RESULTS[path][0]).is_file():
-            name, kind = RESULTS[path]
-            self.send(HTTPStatus.OK, (self.server.results_dir / name).read_bytes(), kind)
-        elif path == "/status":  # the links, and each network's progress and first-layer weights
-            links = {url: (self.server.results_dir / name).is_file() for url, (name, _) in RESULTS.items()}
-            self.send_json(HTTPStatus.OK, {"links": links, "networks": self.server.watcher.look()})
-        else:
-            self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {path[:100]}"})
+        try:
+            if path in PAGES:
+                name, kind = PAGES[path]
+                self.send(HTTPStatus.OK, (WEB_DIR / name).read_bytes(), kind)
+            elif path in RESULTS and (self.server.results_dir / RESULTS[path][0]).is_file():
+                name, kind = RESULTS[path]
+                self.send(HTTPStatus.OK, (self.server.results_dir / name).read_bytes(), kind)
+            elif path == "/status":  # the links, and each network's progress and first-layer weights
+                links = {url: (self.server.results_dir / name).is_file() for url, (name, _) in RESULTS.items()}
+                self.send_json(HTTPStatus.OK, {"links": links, "networks": self.server.watcher.look()})
+            else:
+                self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {path[:100]}"})
+        except (FileNotFoundError, PermissionError) as error:  # a results file removed while it was read
+            self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"{path[:100]}: could not be read ({error})"})
 
     def do_POST(self) -> None:
         if urlsplit(self.path).path != "/predict":
@@ -125,9 +128,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             digit = digit_from_request(self.read_body())
             self.server.watcher.look()  # the newest epoch's networks answer
-            if not self.server.explainer.models:
-                raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, NO_NETWORK)
             answer = self.server.explainer.explain(digit)
+        except LookupError:
+            self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": NO_NETWORK})
         except BadRequest as error:
             self.send_json(error.status, {"error": str(error)})
         except Exception as error:  # one bad request never takes the server down
@@ -165,7 +168,11 @@ class Handler(BaseHTTPRequestHandler):
             remaining -= len(chunk)
 
     def send_json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
-        self.send(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json")
+        try:
+            text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # a NaN (a network that diverged): JSON has none, the page would fail to read it
+            text = json.dumps(finite(payload), separators=(",", ":"), allow_nan=False)
+        self.send(status, text.encode(), "application/json")
 
     def send(self, status: HTTPStatus, body: bytes, kind: str) -> None:
         self.send_response(status)
@@ -181,6 +188,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # "format": the name http.server gives it
         """Quiet: a learner's terminal shows the URL and errors, not a line per request."""
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None (JSON's null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
 
 
 class DemoServer(ThreadingHTTPServer):

@@ -94,6 +94,8 @@ async function ask() {
     const answer = await response.json();
     if (!response.ok) {
       statusLine.textContent = answer.error || `the server answered ${response.status}`;
+      last = null; // no old answer stays on show as if it were this drawing's
+      for (const name of NETWORKS) clearAnswer(name, "–");
     } else {
       last = answer;
       show(answer);
@@ -122,8 +124,7 @@ function show(answer) {
     if (!answer[name]) { clearAnswer(name, "no model yet: waiting for its first epoch"); continue; }
     const model = answer[name].model;
     document.getElementById(`${name}-label`).textContent = answer[name].label;
-    document.getElementById(`${name}-by`).textContent = model.final
-      ? `answered by the finished model (${model.epoch} epochs)` : `answered by the model after epoch ${model.epoch}`;
+    document.getElementById(`${name}-by`).textContent = `answered by ${when(model)}`;
     const fills = document.querySelectorAll(`#${name}-bars .bar > div`);
     const texts = document.querySelectorAll(`#${name}-bars .p`);
     answer[name].probabilities.forEach((p, digit) => {
@@ -238,7 +239,8 @@ function drawChart(id, networks, metric, x) {
   const lines = [];
   for (const name of NETWORKS) {
     for (const [key, kind] of [[metric, "train"], [`val_${metric}`, "val"]]) {
-      const points = networks[name].history.filter((row) => key in row).map((row) => [row[x], row[key], row.epoch]);
+      const points = networks[name].history.filter((row) => key in row && x in row)
+        .map((row) => [row[x], row[key], row.epoch]);
       if (points.length) lines.push({ name, kind, points });
     }
   }
@@ -306,8 +308,8 @@ function showFirstLayers(networks) {
       paint(tile, image, diverging);
       context.drawImage(tile, (k % columns) * (size + 1), Math.floor(k / columns) * (size + 1));
     });
-    kernels.dataset.epoch = cnn.model.epoch;
   }
+  kernels.dataset.epoch = cnn.first_layer ? cnn.model.epoch : "";
   if (dense.first_layer) {
     units.replaceChildren(...dense.first_layer.images.map((image) => {
       const canvas = document.createElement("canvas");
@@ -315,22 +317,23 @@ function showFirstLayers(networks) {
       paint(canvas, image, diverging);
       return canvas;
     }));
-    units.dataset.epoch = dense.model.epoch;
   }
+  units.dataset.epoch = dense.first_layer ? dense.model.epoch : "";
   kernels.hidden = !cnn.first_layer;
   units.hidden = !dense.first_layer;
   document.getElementById("kernels-cnn-caption").textContent = cnn.first_layer
     ? `CNN: all ${cnn.first_layer.images.length} kernels of ${cnn.first_layer.layer}, ` +
-      `${cnn.first_layer.images[0].length}×${cnn.first_layer.images[0][0].length}, ${when(cnn.model)}`
+      `${cnn.first_layer.images[0].length}×${cnn.first_layer.images[0][0].length}, in ${when(cnn.model)}`
     : "CNN: no model yet";
   document.getElementById("units-dense-caption").textContent = dense.first_layer
     ? `Dense: ${dense.first_layer.images.length} of the ${dense.first_layer.units} units of ` +
-      `${dense.first_layer.layer}, their 784 weights as 28×28, ${when(dense.model)}`
+      `${dense.first_layer.layer}, their 784 weights as 28×28, in ${when(dense.model)}`
     : "Dense: no model yet";
 }
 
-function when(model) {
-  return model.final ? `the finished model (${model.epoch} epochs)` : `after epoch ${model.epoch}`;
+function when(model) { // "the model after epoch 3", "the finished model (5 epochs)"
+  if (!model.final) return `the model after epoch ${model.epoch}`;
+  return model.epoch ? `the finished model (${model.epoch} epoch${model.epoch === 1 ? "" : "s"})` : "the finished model";
 }
 
 // --- links to what the other scripts made -------------------------------------------------------------------
