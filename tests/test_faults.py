@@ -120,8 +120,11 @@ def test_kill_9_while_the_model_is_saved_keeps_the_previous_one(trained, tmp_pat
     shutil.copytree(trained["results"], results)
     before = {p.name: p.read_bytes() for folder in (models, results) for p in folder.iterdir()}
     patch = """
+        epoch_save = keras.Model.save
         def save(self, filepath, *args, **kwargs):
-            with open(filepath, "wb") as handle:
+            if os.path.basename(filepath).startswith(".tmp-epoch-"):  # the network after an epoch: as it is
+                return epoch_save(self, filepath, *args, **kwargs)
+            with open(filepath, "wb") as handle:  # the model itself: killed halfway
                 handle.write(b"PK half a model")
             os.kill(os.getpid(), 9)
         keras.Model.save = save
@@ -217,11 +220,22 @@ FAULTS = {
                           "errno = 28, error message = 'No space left on device', buf = 0x1, total write size = 9)")
         keras.Model.save_weights = save_weights
     """,
+    "epoch file": """
+        original = keras.Model.save
+        def save(self, filepath, *args, **kwargs):
+            if os.path.basename(filepath).startswith(".tmp-epoch-"):  # the network after an epoch: half written
+                with open(filepath, "wb") as handle:
+                    handle.write(b"PK half a model")
+                raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+            original(self, filepath, *args, **kwargs)
+        keras.Model.save = save
+    """,
     "model": """
         original = keras.Model.save
         def save(self, filepath, *args, **kwargs):
             original(self, filepath, *args, **kwargs)
-            raise OSError(errno.ENOSPC, "No space left on device")
+            if not os.path.basename(filepath).startswith(".tmp-epoch-"):  # the model itself
+                raise OSError(errno.ENOSPC, "No space left on device")
         keras.Model.save = save
     """,
     "record": """
@@ -256,7 +270,10 @@ FAULTS = {
         builtins.open = half_open
     """,
     "read-only": """
+        original = keras.Model.save
         def save(self, filepath, *args, **kwargs):
+            if os.path.basename(filepath).startswith(".tmp-epoch-"):  # the network after an epoch: as it is
+                return original(self, filepath, *args, **kwargs)
             raise OSError(errno.EROFS, "Read-only file system", str(filepath))
         keras.Model.save = save
     """,
@@ -277,7 +294,9 @@ def test_no_room_at_each_write_site(site, trained, tmp_path):
     assert str(models) in line or str(results) in line or "output folders" in line, line
     after = {p.name: p.read_bytes() for folder in (models, results) for p in folder.iterdir() if p.is_file()}
     assert {name: after.get(name) for name in before} == before  # the previous model and records, intact
-    assert leftovers(models, results) == []
+    assert leftovers(models, results, models / ".resume-cnn") == []  # no half file, in the run's folder either
+    if site == "epoch file":  # the half-written network is gone, and none stands under an epoch file's name
+        assert not list((models / ".resume-cnn").glob("epoch-*.keras"))
     for line in (results / "runs.jsonl").read_text().splitlines():
         json.loads(line)  # whole lines only
 

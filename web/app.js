@@ -253,15 +253,16 @@ function drawChart(id, networks, metric, x) {
   const ys = lines.flatMap((line) => line.points.map((p) => p[1]));
   const planned = Math.max(...NETWORKS.map((name) => networks[name].epochs || 0));
   const [x0, x1] = x === "epoch" ? [1, Math.max(2, planned, ...xs)] : [0, Math.max(...xs) * 1.05];
-  let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
-  const pad = (y1 - y0) * 0.08 || 0.01;
-  [y0, y1] = [y0 - pad, y1 + pad];
+  const pad = (Math.max(...ys) - Math.min(...ys)) * 0.06 || 0.01;
+  const y0 = Math.max(0, Math.min(...ys) - pad); // accuracy and loss are never below 0, accuracy never above 1
+  const y1 = metric === "accuracy" ? Math.min(1, Math.max(...ys) + pad) : Math.max(...ys) + pad;
   const sx = (v) => left + ((v - x0) / (x1 - x0)) * (width - left - right);
   const sy = (v) => top + (1 - (v - y0) / (y1 - y0)) * (height - top - bottom);
   const parts = [];
-  for (let i = 0; i <= 4; i++) {
-    const v = y0 + ((y1 - y0) * i) / 4;
-    const label = metric === "accuracy" ? `${(v * 100).toFixed(1)}%` : v.toFixed(3);
+  const yStep = niceStep((y1 - y0) / 4);
+  for (let v = Math.ceil(y0 / yStep) * yStep; v <= y1 + 1e-9; v += yStep) {
+    const digits = Math.max(0, -Math.floor(Math.log10(yStep * (metric === "accuracy" ? 100 : 1))));
+    const label = metric === "accuracy" ? `${(v * 100).toFixed(digits)}%` : v.toFixed(digits);
     parts.push(`<line class="grid" x1="${left}" x2="${width - right}" y1="${sy(v)}" y2="${sy(v)}"/>`,
       `<text x="${left - 4}" y="${sy(v) + 3}" text-anchor="end">${label}</text>`);
   }
