@@ -20,6 +20,7 @@ import math
 import re
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,11 +215,15 @@ class Watcher:
         self.loaded: dict[str, Loaded] = {}
         self.problems: dict[str, str] = {}
         self.lock = threading.Lock()
+        self.last: tuple[float, dict[str, Any]] = (-math.inf, {})
 
-    def look(self) -> dict[str, Any]:
-        """Every network's progress and model, as plain JSON-able data."""
+    def look(self, unless_within: float = 0.0) -> dict[str, Any]:
+        """Every network's progress and model, as plain JSON-able data; the last look's, if it is not older than
+        ``unless_within`` seconds (a drawing sends several requests a second: one look serves them)."""
         with self.lock:
-            return {name: self.look_at_safely(name) for name in compare.MODELS}
+            if time.monotonic() - self.last[0] > unless_within:
+                self.last = (time.monotonic(), {name: self.look_at_safely(name) for name in compare.MODELS})
+            return self.last[1]
 
     def look_at_safely(self, name: str) -> dict[str, Any]:
         """A file that is not what the scripts write costs its network's panel, never the page or the server."""

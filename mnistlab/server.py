@@ -127,7 +127,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             digit = digit_from_request(self.read_body())
-            self.server.watcher.look()  # the newest epoch's networks answer
+            self.server.watcher.look(unless_within=0.5)  # the newest epoch's networks answer
             answer = self.server.explainer.explain(digit)
         except LookupError:
             self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": NO_NETWORK})
