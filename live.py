@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stdout=subprocess.PIPE,
         text=True,
     )
-    children, trained = [server], False
+    children, trainings = [server], []
     try:
         line = server.stdout.readline()  # "serving ... on http://HOST:PORT/ (Ctrl-C to stop)", or nothing
         if "http://" not in line:
@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for batch in [SCRIPTS] if args.side_by_side else [[script] for script in SCRIPTS]:
             runs = {script: subprocess.Popen(commands[script]) for script in batch}
             children += runs.values()
+            trainings += runs.values()
             while runs:  # whichever ends first; a failure stops the rest at once
                 for script, run in list(runs.items()):
                     if run.poll() is None:
@@ -81,14 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         "the page and the other run are stopped too")
                     del runs[script]
                 time.sleep(0.2)
-        trained = True
         print(f"both networks are trained: the page at {url} shows the finished runs; draw a digit (Ctrl-C to stop)",
               flush=True)
         return server.wait()
     except KeyboardInterrupt as stop:
         signum = getattr(stop, "signum", signal.SIGINT)
         end(children, wait=10 if signum == signal.SIGINT else 0)  # Ctrl-C in a terminal reached them too
-        if trained and signum == signal.SIGINT:  # the way to end the page, once training is done
+        trained = len(trainings) == len(SCRIPTS) and all(run.returncode == 0 for run in trainings)
+        if trained and signum == signal.SIGINT:  # the way to end the page, once training is done (or as it ends)
             print(f"live.py stopped; the trained networks are in {args.models_dir}/", file=sys.stderr)
             return 0
         what = "interrupted" if signum == signal.SIGINT else f"stopped ({signal.Signals(signum).name})"
