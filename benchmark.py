@@ -295,7 +295,7 @@ def epoch_files_cost(args, results_dir: Path) -> int:
     train), in alternating order; also the time those writes took, timed inside the run."""
     from mnistlab import records
 
-    flags = ["--train-size", "6000", "--epochs", "2"] if args.quick else []
+    flags = configurations(args.quick, skip_best=True)  # the same networks, and --quick's slice, as the benchmark
     runs: dict[str, list[dict[str, Any]]] = {"cnn": [], "dense": []}
     for number, seed in enumerate(args.seeds[:1] if args.quick else args.seeds):
         for name, done in runs.items():
@@ -303,7 +303,7 @@ def epoch_files_cost(args, results_dir: Path) -> int:
                 what = "with" if with_files else "without"
                 print(f"[seed {seed}] training {name} {what} epoch files ...", flush=True)
                 record = train_once(
-                    name, flags, seed, args.data, args.precision, epoch_files=with_files, inference=False
+                    name, flags[name], seed, args.data, args.precision, epoch_files=with_files, inference=False
                 )
                 done.append(record)
                 print(

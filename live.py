@@ -33,15 +33,8 @@ def parse_args(argv: Sequence[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     ours, training = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     parser = cli.new_parser(__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="address the page listens on (default: %(default)s)")
-    parser.add_argument("--port", type=cli.port_number, default=8000, help="its port (default: %(default)s)")
-    cli.add_data_flag(parser)
-    parser.add_argument(
-        "--models-dir", metavar="DIR", default=cli.DEFAULT_MODELS_DIR, help="where the models go (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--results-dir", metavar="DIR", default=cli.DEFAULT_RESULTS_DIR, help="their records (default: %(default)s)"
-    )
+    cli.add_server_flags(parser)
+    cli.add_io_flags(parser)
     parser.add_argument("--side-by-side", action="store_true", help="train both networks at once")
     args = parser.parse_args(ours)
     for flag in ("--models-dir", "--results-dir", "--data"):  # the page must watch where the scripts write

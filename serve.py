@@ -32,10 +32,7 @@ from mnistlab import cli
 
 def parse_args(argv: Sequence[str] | None = None):
     parser = cli.new_parser(__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument(
-        "--port", type=cli.port_number, default=8000, help="port (0: any free one) (default: %(default)s)"
-    )
+    cli.add_server_flags(parser)
     parser.add_argument(
         "--models-dir",
         metavar="DIR",

@@ -1,4 +1,4 @@
-"""The benchmark's Keras callbacks: epoch timing, and test accuracy after every epoch."""
+"""The benchmark's Keras callbacks: epoch and fit timing, and test accuracy after every epoch."""
 
 from __future__ import annotations
 
@@ -19,6 +19,16 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self.started
+
+
+class FitTimer(keras.callbacks.Callback):
+    """From the start of ``fit`` to its end, every callback's work included (it comes last)."""
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.seconds = time.perf_counter() - self.started
 
 
 class TestAccuracyTracker(keras.callbacks.Callback):

@@ -79,6 +79,12 @@ def add_io_flags(parser: argparse.ArgumentParser) -> None:
     add_results_flag(parser)
 
 
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """--host and --port of the live page."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (0: any free one) (default: %(default)s)")
+
+
 def writable_dir(path: str | os.PathLike[str], what: str) -> Path:
     """Create ``path`` if needed and prove we can write there, before any long work starts."""
     directory = Path(path)

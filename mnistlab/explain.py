@@ -28,12 +28,10 @@ class Explainer:
     LookupError when it holds none). The networks can change while it serves (:meth:`update`: training moved on);
     each gets its compiled function when it is first asked."""
 
-    def __init__(self, models: dict[str, keras.Model] | None = None) -> None:
+    def __init__(self) -> None:
         self.models: dict[str, tuple[keras.Model, dict[str, Any] | None]] = {}
         self.analyse: dict[str, Any] = {}
         self.lock = threading.Lock()  # two cores: requests take turns rather than fight over them
-        for name, model in (models or {}).items():
-            self.update(name, model)
 
     def update(self, name: str, model: keras.Model | None, about: dict[str, Any] | None = None) -> None:
         """Answer with ``model`` from now on (``None``: no answer for ``name``); ``about`` goes with its answers."""

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import keras
+import numpy as np
 
 import compare
 
@@ -20,6 +21,12 @@ def load_saved_models(models_dir: str | os.PathLike[str]) -> dict[str, keras.Mod
         name: compare.load_model(str(Path(models_dir) / f"{name}.keras"), made_by)
         for name, made_by in compare.MODELS.items()
     }
+
+
+def first_conv_kernels(model: keras.Model) -> tuple[keras.layers.Layer, np.ndarray]:
+    """The first Conv2D layer and its kernels as ``(filters, height, width)``, for a one-channel input."""
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    return conv, np.moveaxis(np.asarray(conv.kernel)[:, :, 0, :], -1, 0)
 
 
 def feature_map_layers(model: keras.Model) -> list[keras.layers.Layer]:

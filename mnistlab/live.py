@@ -30,6 +30,7 @@ import numpy as np
 
 import compare
 from mnistlab.explain import Explainer
+from mnistlab.inference import first_conv_kernels
 from mnistlab.records import pid_alive
 
 TEMPLATES_SHOWN = 10  # dense units whose first-layer weights the page draws as 28×28 images
@@ -176,11 +177,10 @@ def newest_epoch_file(folder: Path) -> tuple[Path, int] | None:
 def first_layer(model: keras.Model) -> dict[str, Any] | None:
     """What the first layer has learned, as small images scaled to -1…1 (each by its own largest weight): every
     kernel of a CNN's first convolution, or the 784 input weights of a few units of a dense network's first layer."""
+    if any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers):
+        conv, kernels = first_conv_kernels(model)
+        return {"kind": "kernels", "layer": conv.name, "images": [scaled(kernel) for kernel in kernels]}
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            kernel = np.asarray(layer.kernel, np.float64)  # (height, width, 1, filters)
-            images = [kernel[:, :, :, k].sum(axis=2) for k in range(kernel.shape[-1])]
-            return {"kind": "kernels", "layer": layer.name, "images": [scaled(image) for image in images]}
         if isinstance(layer, keras.layers.Dense) and layer.kernel.shape[0] == 28 * 28:
             kernel = np.asarray(layer.kernel, np.float64)  # (784, units)
             shown = range(min(TEMPLATES_SHOWN, kernel.shape[1]))
@@ -231,9 +231,7 @@ class Watcher:
             return self.look_at(name)
         except Exception as error:
             problem = f"its files in {self.models_dir} could not be read ({type(error).__name__}: {error})"
-            if self.problems.get(name) != problem:
-                print(f"serve.py: {name}: {problem}", file=sys.stderr, flush=True)
-            self.problems[name] = problem
+            self.report(name, problem)
             empty = {"epoch": 0, "epochs": None, "test_accuracy": None, "history": [], "model": None}
             return {"state": "unreadable", "line": "unreadable", **empty, "first_layer": None, "problem": problem}
 
@@ -263,15 +261,18 @@ class Watcher:
         except SystemExit as error:  # not a readable model: say so on the page and once here, keep the old one
             if not path.is_file():  # no: replaced between the look and the load
                 return
-            message = str(error).removeprefix("error: ")
-            if self.problems.get(name) != message:
-                print(f"serve.py: {message}", file=sys.stderr, flush=True)
-            self.problems[name] = message
+            self.report(name, str(error).removeprefix("error: "))
             return
         self.problems.pop(name, None)
         about = {"epoch": now.model_epoch, "final": now.state == "finished", "version": f"{key[1]}-{key[2]}"}
         self.loaded[name] = Loaded(key, about, first_layer(model))
         self.explainer.update(name, model, about)
+
+    def report(self, name: str, problem: str) -> None:
+        """On the page at every look; on the terminal once, not every second."""
+        if self.problems.get(name) != problem:
+            print(f"serve.py: {name}: {problem}", file=sys.stderr, flush=True)
+        self.problems[name] = problem
 
     def forget(self, name: str) -> None:
         if self.loaded.pop(name, None) is not None:

@@ -79,17 +79,18 @@ def grid(count: int, columns: int) -> tuple[int, int]:
 
 def kernels_figure(model) -> plt.Figure:
     """The first Conv2D layer's kernels, each drawn as a small grey image (bright = positive weight)."""
-    conv = next(layer for layer in model.layers if type(layer).__name__ == "Conv2D")
-    kernels = np.asarray(conv.kernel)[:, :, 0, :]  # (h, w, filters) for a one-channel input
-    rows, cols = grid(kernels.shape[-1], 8)
+    from mnistlab.inference import first_conv_kernels  # TensorFlow: only for the figures that need a model
+
+    conv, kernels = first_conv_kernels(model)  # (filters, h, w)
+    rows, cols = grid(len(kernels), 8)
     figure, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.3))
     limit = np.abs(kernels).max()
     for index, axis in enumerate(np.ravel(axes)):
         axis.axis("off")
-        if index < kernels.shape[-1]:
-            axis.imshow(kernels[:, :, index], cmap="gray", vmin=-limit, vmax=limit)
+        if index < len(kernels):
+            axis.imshow(kernels[index], cmap="gray", vmin=-limit, vmax=limit)
     figure.suptitle(
-        f"The {kernels.shape[-1]} kernels of {conv.name} ({kernels.shape[0]}×{kernels.shape[1]}): "
+        f"The {len(kernels)} kernels of {conv.name} ({kernels.shape[1]}×{kernels.shape[2]}): "
         "learned stroke and edge detectors"
     )
     figure.tight_layout()

@@ -17,20 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import keras
-
 from mnistlab import records
-from mnistlab.callbacks import TestAccuracyTracker
-
-
-class FitTimer(keras.callbacks.Callback):
-    """From the start of ``fit`` to its end, every callback's work included (it comes last)."""
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.started = time.perf_counter()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.seconds = time.perf_counter() - self.started
+from mnistlab.callbacks import FitTimer, TestAccuracyTracker
 
 
 def main(argv: Sequence[str] | None = None) -> int:
