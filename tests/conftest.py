@@ -71,15 +71,18 @@ def run_script(
     )
 
 
-def start(script: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
-    """Start a top-level script in the background (Ctrl-C reaches it, as in a terminal), its output piped."""
+def start(script: str, *args: str, cwd: Path | None = None, new_session: bool = False) -> subprocess.Popen[str]:
+    """Start a top-level script in the background (Ctrl-C reaches it, as in a terminal), its output piped. With
+    ``new_session``, in a process group of its own, as a terminal runs it: Ctrl-C there reaches the whole group."""
     return subprocess.Popen(
         [sys.executable, "-c", AS_IN_A_TERMINAL, str(ROOT / script), *args],
         cwd=cwd or ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # "Epoch 1/3" reaches the test as epoch 1 begins
+        start_new_session=new_session,
+        # "Epoch 1/3" reaches the test as epoch 1 begins; the project imports from any folder
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
     )
 
 

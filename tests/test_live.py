@@ -277,18 +277,8 @@ def test_each_epoch_leaves_one_whole_model_and_the_run_clears_them(tmp_path):
 
 # --- live.py (make live): the page first, then both scripts ------------------------------------------------------
 def start_live(tmp_path: Path, *flags: str) -> subprocess.Popen[str]:
-    """live.py in a process group of its own, as a terminal runs it: Ctrl-C there reaches the whole group."""
-    from conftest import AS_IN_A_TERMINAL, ROOT
-
-    return subprocess.Popen(
-        [sys.executable, "-c", AS_IN_A_TERMINAL, str(ROOT / "live.py"), "--port", "0", *data_flags(), *flags],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},  # run from another folder
-    )
+    """live.py in a folder of its own and a process group of its own, as a terminal runs it."""
+    return start("live.py", "--port", "0", *data_flags(), *flags, cwd=tmp_path, new_session=True)
 
 
 def read_until(process: subprocess.Popen[str], fragment: str, limit: float = 300) -> list[str]:
