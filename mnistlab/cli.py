@@ -55,8 +55,8 @@ def add_data_flag(parser: argparse.ArgumentParser) -> None:
         "--data",
         metavar="PATH",
         default=None,
-        help="a Keras-style .npz (python get_mnist.py makes one) or a folder of the four MNIST IDX files; "
-        "default: keras.datasets.mnist, which downloads MNIST once",
+        help="a Keras-style .npz (python get_mnist.py makes one; from a folder of the four MNIST IDX files: "
+        "python get_mnist.py --from-idx DIR); default: keras.datasets.mnist, which downloads MNIST once",
     )
 
 

@@ -37,6 +37,7 @@ class Dataset:
 
 
 def load(path: str | None = None) -> Dataset:
-    """``--data PATH`` (a Keras-style .npz or a folder of IDX files), else ``keras.datasets.mnist``."""
+    """``--data PATH``, a Keras-style .npz (``python get_mnist.py`` makes one, or ``python get_mnist.py --from-idx
+    DIR`` from the four MNIST IDX files in DIR), else ``keras.datasets.mnist``."""
     (x_train, y_train), (x_test, y_test) = train_cnn.load_data(path)
     return Dataset(x_train, y_train, x_test, y_test, str(path) if path else "keras.datasets.mnist")

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         writes.append(time.perf_counter() - started)
 
     module.save_epoch = timed_save_epoch  # the script's callback looks the function up when it runs
-    code = module.run(lambda: module.main(flags, extra_callbacks=[tracker, timer]))
+    code = module.run(lambda stop: module.main(flags, stop, [tracker, timer]))
     if code == 0:
         records.write_json(
             out,

@@ -1,11 +1,12 @@
 """The data loader that each tutorial script carries (train_cnn.py, train_dense.py and compare.py each have their
-own copy, so every copy is tested): every source, and every check on what it loads."""
+own copy, so every copy is tested): every source, and every check on what it loads. The scripts read Keras or a
+Keras-style .npz only: IDX files go through `get_mnist.py --from-idx` (tests/test_get_mnist.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import IDX_FILES, IDX_LABELS_MAGIC, first_images, mnist_npz, write_idx, write_idx_dir
+from conftest import mnist_npz
 
 import compare
 import train_cnn
@@ -42,17 +43,14 @@ def test_real_mnist_loads_from_the_npz(load):
     assert hashlib.sha256(x_test.tobytes()).hexdigest() == MNIST_SHA256["x_test"]
 
 
-def test_idx_folder_loads_plain_and_gzip(load, tmp_path, mnist):
-    plain, packed = tmp_path / "plain", tmp_path / "gz"
-    plain.mkdir()
-    packed.mkdir()
-    write_idx_dir(plain, first_images(mnist, 600, 200))
-    write_idx_dir(packed, first_images(mnist, 50, 50), compress=True)
-    (x_train, _), (_, y_test) = load(str(plain))
-    np.testing.assert_array_equal(x_train, mnist.x_train[:600])
-    np.testing.assert_array_equal(y_test, mnist.y_test[:200])
-    (_, _), (x_test, _) = load(str(packed))
-    np.testing.assert_array_equal(x_test, mnist.x_test[:50])
+def test_a_folder_points_to_get_mnist_from_idx(load, idx_dir):
+    """A folder (here: the four MNIST IDX files of a real slice) is not read: one line says how to convert it."""
+    with pytest.raises(SystemExit) as stop:
+        load(str(idx_dir))
+    assert str(stop.value) == (
+        f"error: {idx_dir}: a folder, not a .npz file; for the four MNIST IDX files in it, run "
+        f"`python get_mnist.py --from-idx {idx_dir}`, then add --data data/mnist.npz"
+    )
 
 
 def test_other_mnist_format_datasets_work(load, tmp_path):
@@ -68,34 +66,6 @@ def test_other_mnist_format_datasets_work(load, tmp_path):
     )
     (_, y_train), (x_test, _) = load(str(path))
     assert y_train.dtype == np.uint8 and len(x_test) == 10
-
-
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        (lambda raw: (0x0803 + 1).to_bytes(4, "big") + raw[4:], "wrong magic number 00000804, expected 00000803"),
-        (lambda raw: raw[:-100], "truncated"),
-        (lambda raw: raw[:10], "truncated"),
-        (lambda raw: b"", "wrong magic number none"),
-        (lambda raw: raw + b"\0" * 5, "too long"),
-    ],
-    ids=["magic", "truncated-body", "truncated-header", "empty", "trailing-bytes"],
-)
-def test_broken_idx_is_refused(load, tmp_path, mnist, damage, message):
-    write_idx_dir(tmp_path, first_images(mnist, 600, 200))
-    images = tmp_path / IDX_FILES["x_train"]
-    images.write_bytes(damage(images.read_bytes()))
-    refused(load, tmp_path, message)
-
-
-def test_idx_count_mismatch_is_refused(load, tmp_path, mnist):
-    write_idx_dir(tmp_path, first_images(mnist, 600, 200))
-    write_idx(tmp_path / IDX_FILES["y_train"], mnist.y_train[:599], IDX_LABELS_MAGIC)
-    refused(load, tmp_path, "600 train images but 599 train labels")
-
-
-def test_idx_folder_without_files_is_refused(load, tmp_path):
-    refused(load, tmp_path, "train-images-idx3-ubyte.gz: no such file or directory")
 
 
 def npz_with(tmp_path, **overrides):
@@ -189,9 +159,7 @@ def test_the_three_copies_are_the_same_code():
     import inspect
 
     sources = {name: inspect.getsource(loader) for name, loader in LOADERS.items()}
-    idx = {name: inspect.getsource(module.read_idx) for name, module in
-           (("train_cnn", train_cnn), ("train_dense", train_dense), ("compare", compare))}
-    assert len(set(sources.values())) == 1 and len(set(idx.values())) == 1
+    assert len(set(sources.values())) == 1
 
 
 def test_train_size_larger_than_data_is_refused(mnist):

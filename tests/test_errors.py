@@ -11,7 +11,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import IDX_FILES, assert_one_line_error, data_flags, first_images, output_flags, run_script, write_idx_dir
+from conftest import assert_one_line_error, data_flags, first_images, output_flags, run_script
 
 import train_dense
 
@@ -68,32 +68,12 @@ def test_a_bad_flag_run_for_real_exits_2(tmp_path, script):
     assert_nothing_written(tmp_path)
 
 
-def bad_idx(kind):
-    """Make a directory of IDX files (a tiny real-format set) with one kind of damage."""
-
-    def make(folder, mnist):
-        arrays = first_images(mnist, 100, 50)
-        if kind == "counts":
-            arrays["y_train"] = arrays["y_train"][:99]
-        if kind == "labels":
-            arrays["y_test"] = arrays["y_test"] + 10
-        write_idx_dir(folder, arrays)
-        images = folder / IDX_FILES["x_train"]
-        if kind == "magic":
-            images.write_bytes(b"\x00\x00\x08\x04" + images.read_bytes()[4:])
-        if kind == "truncated":
-            images.write_bytes(images.read_bytes()[:5000])
-        if kind == "missing":
-            images.unlink()
-        return folder
-
-    return make
-
-
 def bad_npz(**arrays):
+    """A .npz of a tiny real slice with arrays replaced: by a value, None (left out), or a function of the array."""
+
     def make(folder, mnist):
         base = first_images(mnist, 100, 50)
-        base.update(arrays)
+        base.update({key: change(base[key]) if callable(change) else change for key, change in arrays.items()})
         path = folder / "data.npz"
         np.savez(path, **{k: v for k, v in base.items() if v is not None})
         return path
@@ -112,11 +92,8 @@ def empty_file(folder, mnist):
     [
         (lambda folder, mnist: folder / "nowhere.npz", "nowhere.npz: no such file or directory"),
         (empty_file, "empty.npz: not a keras-style .npz"),
-        (bad_idx("missing"), "train-images-idx3-ubyte.gz: no such file or directory"),
-        (bad_idx("magic"), "wrong magic number 00000804"),
-        (bad_idx("truncated"), "truncated: 5000 bytes"),
-        (bad_idx("counts"), "100 train images but 99 train labels"),
-        (bad_idx("labels"), "labels from 10 to 19, expected 0-9"),
+        (bad_npz(y_train=lambda labels: labels[:99]), "100 train images but 99 train labels"),
+        (bad_npz(y_test=lambda labels: labels + 10), "labels from 10 to 19, expected 0-9"),
         (bad_npz(x_test=np.zeros((50, 32, 32), np.uint8)), "x_test has shape (50, 32, 32)"),
         (bad_npz(y_train=None), "y_train is not a file in the archive"),
         (bad_npz(x_train=np.zeros((100, 28, 28), np.float64)), "dtype float64; expected (N, 28, 28) uint8"),
@@ -125,9 +102,6 @@ def empty_file(folder, mnist):
     ids=[
         "missing-path",
         "empty-file",
-        "no-idx-files",
-        "idx-magic",
-        "idx-truncated",
         "count-mismatch",
         "labels-range",
         "not-28x28",
@@ -151,10 +125,9 @@ def test_bad_data_exit_1(tmp_path, mnist, make, fragment):
     ("make", "fragment"),
     [
         (lambda folder, mnist: folder / "nowhere.npz", "nowhere.npz: no such file or directory"),
-        (bad_idx("magic"), "wrong magic number 00000804"),
         (bad_npz(x_train=np.zeros((100, 28, 28), np.float64)), "dtype float64; expected (N, 28, 28) uint8"),
     ],
-    ids=["missing-path", "idx-magic", "npz-dtype"],
+    ids=["missing-path", "npz-dtype"],
 )
 def test_bad_data_run_for_real_exits_1(tmp_path, mnist, make, fragment):
     source = tmp_path / "source"
@@ -162,6 +135,13 @@ def test_bad_data_run_for_real_exits_1(tmp_path, mnist, make, fragment):
     path = make(source, mnist)
     result = run_script("train_dense.py", "--data", str(path), "--epochs", "1", *output_flags(tmp_path))
     assert_one_line_error(result, 1, fragment)
+    assert_nothing_written(tmp_path)
+
+
+def test_idx_folder_run_for_real_points_to_get_mnist(tmp_path, idx_dir):
+    """The scripts read a .npz, not IDX files: a folder of them gives the one command that converts it."""
+    result = run_script("train_dense.py", "--data", str(idx_dir), "--epochs", "1", *output_flags(tmp_path))
+    assert_one_line_error(result, 1, "get_mnist.py --from-idx", f"`python get_mnist.py --from-idx {idx_dir}`")
     assert_nothing_written(tmp_path)
 
 

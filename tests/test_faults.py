@@ -79,7 +79,7 @@ def test_runs_finishing_together_write_whole_log_lines(tmp_path):
         for index in range(40):
             record = {{"writer": sys.argv[1], "index": index, "pad": "x" * 20000}}
             path = {str(tmp_path / "record")!r} + sys.argv[1] + ".json"
-            train_cnn.save_all({{path: record}}, {str(tmp_path / "runs.jsonl")!r})
+            train_cnn.save_all({{path: record}}, {str(tmp_path)!r})
     """)
     writers = [subprocess.Popen([sys.executable, "-c", writer, str(n)]) for n in range(8)]
     assert [process.wait(timeout=300) for process in writers] == [0] * 8

