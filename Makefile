@@ -53,9 +53,9 @@ live: setup $(DATA)  ## the live page first (it prints its URL), then both netwo
 demo: train  ## the live page: draw a digit, both networks answer (http://127.0.0.1:8000/)
 	$(PY) serve.py
 
-test: setup $(DATA)  ## lint, then the test suite (it reads MNIST from $(DATA))
+test: setup $(DATA)  ## lint, then the test suite (it reads MNIST from $(DATA), passed as MNIST_NPZ)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 --dist loadfile
+	MNIST_NPZ=$(abspath $(DATA)) $(PY) -m pytest -n 2 --dist loadfile
 
 lint: setup
 	$(PY) -m ruff check .

@@ -8,7 +8,7 @@ For each seed it trains, each in a fresh process (so start-up and data loading c
 then times inference of every model and prints a markdown table, writes results/benchmark.json and draws
 results/benchmark.png (test accuracy against training seconds, every run).
 
-    python benchmark.py --data data/mnist.npz              # the full run (how long it took: README "Quick start")
+    python benchmark.py --data data/mnist.npz              # the full run (each run's time: docs/performance.md)
     python benchmark.py --skip-best --precision float32    # what CPUs without AMX-BF16 units run, without the
                                                            # long --preset best runs
     python benchmark.py --quick                            # smoke run on a slice
@@ -41,7 +41,7 @@ FP32_FLOPS_PER_CYCLE = 32  # per core: one AVX-512 FMA unit (16 lanes × 2) — 
 
 def parse_args(argv: Sequence[str] | None = None):
     parser = cli.new_parser(__doc__)
-    parser.add_argument("--data", metavar="PATH", default=None, help="MNIST-format data (default: as the scripts)")
+    parser.add_argument("--data", metavar="PATH", default=None, help="a Keras-style .npz (default: as the scripts)")
     parser.add_argument(
         "--results-dir", default=cli.DEFAULT_RESULTS_DIR, help="where the report goes (default: %(default)s)"
     )

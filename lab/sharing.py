@@ -20,7 +20,7 @@ def run(lab: Lab) -> None:
     outputs = 26 * 26 * 32  # what that conv layer produces
     dense = layers.Dense(outputs)
     dense.build((None, 28 * 28))
-    # train_cnn.py's CNN without its two pooling layers: the classifier then sees 20×20×64 maps, not 5×5×64.
+    # train_cnn.py's CNN without its two pooling layers: the classifier then sees 22×22×64 maps, not 5×5×64.
     inputs = keras.Input((28, 28, 1))
     x = layers.Rescaling(1 / 255)(inputs)
     x = layers.ReLU()(layers.Conv2D(32, 5)(x))

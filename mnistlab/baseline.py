@@ -43,7 +43,7 @@ def build_classic_cnn() -> keras.Model:
 
 def parse_args(argv: Sequence[str] | None = None):
     parser = cli.new_parser(__doc__)
-    parser.add_argument("--data", metavar="PATH", default=None, help="MNIST-format data (default: as the scripts)")
+    parser.add_argument("--data", metavar="PATH", default=None, help="a Keras-style .npz (default: as the scripts)")
     parser.add_argument("--seed", type=cli.non_negative_int, default=1, help="random seed (default: %(default)s)")
     parser.add_argument("--epochs", type=cli.positive_int, default=EPOCHS, help="epochs (default: %(default)s)")
     parser.add_argument("--train-size", type=cli.positive_int, default=None, help="first N training images")

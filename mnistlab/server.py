@@ -235,7 +235,8 @@ def latency_report(url: str, png: bytes, *, single: int = 200, total: int = 1000
 
     for _ in range(20):  # warm-up: caches, allocator, the first traced shapes
         one()
-    lines = [f"POST /predict, both models, {len(body):,}-byte canvas PNG, {os.cpu_count()} CPU cores:"]
+    lines = [f"POST /predict, both models, a {len(png):,}-byte canvas PNG ({len(body):,}-byte JSON body), "
+             f"{os.cpu_count()} CPU cores:"]
     runs = {"1 client": ([one() for _ in range(single)], 0)}
     with ThreadPoolExecutor(clients) as pool:
         futures = [pool.submit(one) for _ in range(total)]
