@@ -2,8 +2,8 @@
 
 Loads models/cnn.keras and models/dense.keras (in Keras' safe mode) with the records their training
 scripts wrote, tests both again on the test set, times them on this computer, then prints a table
-and writes results/comparison.png and results/comparison.json. Read top to bottom: flags → data →
-the saved models → timing → the report. The code that keeps a run safe sits at the bottom.
+and writes results/comparison.png and results/comparison.json. Read top to bottom: flags → the
+saved models → data → test and time → the report. The code that keeps a run safe sits at the end.
 
     python train_cnn.py && python train_dense.py && python compare.py
     python compare.py --data data/mnist.npz     # offline: the .npz that python get_mnist.py makes
@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-if __name__ == "__main__":  # Ctrl-C while TensorFlow loads (seconds): one line, no traceback
+if __name__ == "__main__":  # Safety, skip it: Ctrl-C while TensorFlow loads is one line too
     def stopped_while_starting(signum, frame):
         name = signal.Signals(signum).name
         what = "interrupted" if signum == signal.SIGINT else f"stopped ({name})"
@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# Data: the test images, through the same loader, with the same checks, as the training scripts'.
+# Data: the test images, through a copy of the training scripts' loader, with the same checks.
 def load_data(path=None):
     """(x_train, y_train), (x_test, y_test) as uint8 arrays: images (N, 28, 28), labels (N,)."""
     if path and os.path.isdir(path):
@@ -81,7 +81,8 @@ def load_data(path=None):
 
 # The saved models and their records, each checked: a missing or broken one names what makes it.
 def load_model(path: str, made_by: str) -> keras.Model:
-    """A .keras file in safe mode (it cannot run code), that takes 28×28 MNIST images."""
+    """A .keras file in safe mode (it refuses a model that holds Python code, such as a Lambda
+    layer), that takes 28×28 MNIST images."""
     if not os.path.isfile(path):
         fail(f"{path} not found; run `{made_by}` first")
     try:
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
     # Flags.
     args = parse_args(argv)
 
-    # The saved models and the records their scripts wrote (checked before the data loads).
+    # The saved models and the records their scripts wrote, checked before the data loads.
     records, histories, paths, models = {}, {}, {}, {}
     for name, made_by in MODELS.items():
         records[name] = read_record(os.path.join(args.results_dir, f"{name}_run.json"), made_by)
@@ -243,8 +244,9 @@ def main(argv=None) -> int:
     if cnn["test_errors"] <= dense["test_errors"]:
         fewer = dense["test_errors"] - cnn["test_errors"]
         ratio = dense["parameters"] / cnn["parameters"]
+        size = f"{ratio:.0f}× fewer" if ratio >= 2 else f"{1 / ratio:.1f}× the"
         print(f"The CNN makes {fewer:,} fewer errors than the dense network ({cnn['test_errors']} "
-              f"vs {dense['test_errors']}) with {ratio:.0f}× fewer parameters.")
+              f"vs {dense['test_errors']}) with {size} parameters.")
     else:
         print(f"The dense network makes fewer errors here ({dense['test_errors']} vs "
               f"{cnn['test_errors']}): the CNN is under-trained; train it with the default flags.")
@@ -319,7 +321,7 @@ def on_signal(signum, frame):
 def run(main) -> int:
     """Ctrl-C (130), SIGTERM (143) and SIGHUP (129) end the run with one line; temp files go."""
     signals = [signum for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
-               if signum and signal.getsignal(signum) is not signal.SIG_IGN]  # nohup's choice stays
+               if signum and signal.getsignal(signum) is not signal.SIG_IGN]  # nohup's stays
     for signum in signals:
         signal.signal(signum, on_signal)
     try:

@@ -6,8 +6,8 @@ tells it that neighbouring pixels belong together, or that a "7" two pixels to t
 top to bottom: flags → data → the network → compile → fit → test → save. The code that keeps a run
 safe (Ctrl-C, a full disk, two runs at once) sits at the bottom, under its own heading.
 
-    python train_dense.py                    # 98.4% test accuracy in 14 short epochs
-    python train_dense.py --data mnist.npz   # offline: the .npz that python get_mnist.py makes
+    python train_dense.py                         # 98.4% test accuracy in 14 short epochs
+    python train_dense.py --data data/mnist.npz   # offline: python get_mnist.py writes it
 """
 import argparse
 import contextlib
@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-if __name__ == "__main__":  # Ctrl-C while TensorFlow loads (seconds): one line, no traceback
+if __name__ == "__main__":  # Safety, skip it: Ctrl-C while TensorFlow loads is one line too
     def stopped_while_starting(signum, frame):
         name = signal.Signals(signum).name
         what = "interrupted" if signum == signal.SIGINT else f"stopped ({name})"
@@ -46,30 +46,33 @@ def fail(message: str):
     raise SystemExit(f"error: {message}")
 
 
-# Flags: every knob has a default. A batch of 1024 and a higher peak learning rate train as well as
-# smaller ones, in less time: docs/performance-float32.md.
+# Flags: every knob has a default; a batch of 1024 and a high peak rate train as well as smaller
+# ones, in less time (docs/performance-float32.md). Words: a step shows the network one batch of
+# images and nudges its weights (by the learning rate, with the Adam rule); an epoch is one pass
+# over all the training images.
 DEFAULTS = dict(epochs=14, batch_size=1024, learning_rate=5e-3)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)  # Safety
     flag = parser.add_argument
     flag("--epochs", type=int, default=DEFAULTS["epochs"], help="passes over the training images")
     flag("--batch-size", type=int, default=DEFAULTS["batch_size"], help="images per step, device")
-    flag("--learning-rate", type=float, default=DEFAULTS["learning_rate"], help="Adam's peak rate")
+    flag("--learning-rate", type=float, default=DEFAULTS["learning_rate"], help="peak rate of Adam")
     flag("--seed", type=int, default=1, help="seed for the weights, the shuffling and dropout")
     flag("--train-size", type=int, metavar="N", help="train on the first N training images only")
     flag("--val-split", type=float, default=0.1, help="share held out to validate")
-    flag("--augment", action="store_true", help="train on moved digits")
+    flag("--augment", action=argparse.BooleanOptionalAction, default=False,
+         help="train on randomly moved digits")
     flag("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto",
          help="auto: bfloat16 on CPUs with AMX-BF16 units (recent Xeons), float32 elsewhere")
     flag("--deterministic", action="store_true", help="same --seed, same history (slower)")
     flag("--resume", action="store_true", help="go on with an interrupted run")
     flag("--tensorboard", metavar="DIR", help="also write TensorBoard logs to DIR")
     flag("--distribute", choices=("none", "mirrored"), default="none",
-         help="mirrored: a copy of the network on every GPU (with none: on two logical CPUs)")
+         help="mirrored: a copy of the network per GPU (no GPU: on two logical CPUs, to try it)")
     flag("--data", metavar="PATH",
-         help="a Keras-style .npz (python get_mnist.py makes one); none: keras.datasets.mnist")
+         help="a Keras-style .npz (python get_mnist.py makes one); omitted: keras.datasets")
     flag("--models-dir", default="models", metavar="DIR", help="where the trained model goes")
     flag("--results-dir", default="results", metavar="DIR", help="where its records go")
     args = parser.parse_args(argv)
@@ -102,8 +105,9 @@ def load_data(path=None):
 
 
 def split_data(args, images, labels):
-    """The first --train-size images with a channel axis (N, 28, 28, 1), and the last --val-split
-    share of them held out to validate on: (x_train, y_train), (x_val, y_val)."""
+    """The first --train-size images, with a channel axis (N, 28, 28, 1: one grey channel), and the
+    last --val-split share of them held out: fit() scores the network on these after every epoch,
+    to show whether it learns digits or memorises its training images."""
     if (args.train_size or 0) > len(images):
         fail(f"--train-size {args.train_size} is larger than the {len(images)} training images; "
              "use at most that")
@@ -119,23 +123,26 @@ def split_data(args, images, labels):
 
 # The network: Flatten → [Dense(512) → ReLU → Dropout 0.5] × 2 → Dense: 670k parameters.
 def build_model(augment: bool = False, units: tuple = (512, 512), dropout: float = 0.5):
+    # Keras' functional API: Input is a placeholder, each layer is called on the one before, and
+    # Model joins the chain. No image flows through until fit().
     inputs = keras.Input(shape=(28, 28, 1), name="pixels")  # raw pixels 0-255, as the CNN's
-    x = layers.Rescaling(1 / 255, name="rescale")(inputs)  # 0-1 inside: the file takes raw pixels
+    x = layers.Rescaling(1 / 255, name="rescale")(inputs)  # 0-1; the saved model takes raw pixels
     if augment:
         x = augmentation()(x)  # random small rotations, zooms and shifts, only while training
     x = layers.Flatten(name="flatten")(x)  # 28×28 → 784 numbers: the picture's layout is gone
     for index, width in enumerate(units, start=1):
-        # Every one of the 512 units weighs every input: 784 × 512 weights in the first layer.
+        # Each unit (a neuron) weighs every input: 784 × 512 weights in the first layer alone.
         x = layers.Dense(width, activation="relu", name=f"dense{index}")(x)
-        x = layers.Dropout(dropout, name=f"dropout{index}")(x)  # silence half the units per step
+        x = layers.Dropout(dropout, name=f"dropout{index}")(x)  # silence half: less memorising
     # Ten class probabilities, in float32 even when the layers above compute in bfloat16.
     outputs = layers.Dense(10, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="dense")
 
 
 def augmentation() -> keras.Sequential:
-    """Digits written a little differently: small random rotations, zooms and shifts; off at
-    inference. What moves into the picture is black paper ("constant"), not mirrored strokes."""
+    """Digits written a little differently: rotations up to 0.04 of a turn (±14°), zooms and shifts
+    up to 10%, new in every step; off when the model answers. What moves into the picture is black
+    paper ("constant"), not mirrored strokes."""
     return keras.Sequential([
         layers.RandomRotation(0.04, fill_mode="constant"),
         layers.RandomZoom(0.1, fill_mode="constant"),
@@ -143,40 +150,23 @@ def augmentation() -> keras.Sequential:
     ], name="augmentation")
 
 
-def set_up(args) -> tuple:
-    """Where to compute (tf.distribute: one device, or mirrored on several, each step's batch split
-    between them), in which precision (bfloat16 only where it was measured faster), which seed."""
-    strategy = tf.distribute.get_strategy()  # the default: one device
-    if args.distribute == "mirrored":
-        if not tf.config.list_physical_devices("GPU"):  # no GPU: two logical CPUs, to try it
-            cpu = tf.config.list_physical_devices("CPU")[0]
-            two = [tf.config.LogicalDeviceConfiguration()] * 2
-            tf.config.set_logical_device_configuration(cpu, two)
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
-    precision = args.precision
-    if precision == "auto":
-        precision = "mixed_bfloat16" if amx_bf16() else "float32"
-    keras.mixed_precision.set_global_policy(precision)
-    keras.utils.set_random_seed(args.seed)  # Python's, NumPy's and TensorFlow's
-    if args.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    batch = args.batch_size * strategy.num_replicas_in_sync
-    print(f"precision {precision}, global batch {batch}, seed {args.seed}", flush=True)
-    return strategy, precision
-
-
-# Compile: Adam, with a learning rate that warms up and then cools down.
+# Compile, which compiles nothing: it sets how the network learns (Adam, with a learning rate that
+# warms up and cools down), what it minimises (the cross-entropy: -log of the probability given to
+# the right digit; "sparse": the labels are plain 0-9) and what it reports (accuracy).
 def one_cycle(peak: float, steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
-    """The rate rises linearly to ``peak`` over the first 10% of the steps, then falls to 0."""
+    """The rate rises from 0 to ``peak`` over the first 10% of the steps (no large nudges while the
+    weights are still random), then falls to 0 along half a cosine: small, careful last steps."""
     warmup = max(1, steps // 10)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, max(1, steps - warmup), warmup_target=peak, warmup_steps=warmup)
+    return keras.optimizers.schedules.CosineDecay(initial_learning_rate=0.0,
+                                                  decay_steps=max(1, steps - warmup),
+                                                  warmup_target=peak, warmup_steps=warmup)
 
 
-# Fit: Keras' own loop, and callbacks that it runs after every epoch (or step).
+# Fit: Keras' own loop, and callbacks: objects whose on_epoch_end (and so on) fit() calls, in the
+# order of the list, each with the same logs of the epoch. Keras sets their self.model.
 class EpochTimer(keras.callbacks.Callback):
-    """Each epoch's seconds, added to the logs that CSVLogger writes (so it comes before it)."""
+    """Each epoch's seconds, added to the epoch's logs: before CSVLogger in the list, which writes
+    them to history.csv (epoch numbers count from 0 there, as in Keras)."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
@@ -186,7 +176,8 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 class SaveEachEpoch(keras.callbacks.Callback):
-    """The network as it stands after every epoch, so that serve.py can show the run training."""
+    """The network as it stands after every epoch, so that serve.py can show the run training
+    (save_epoch: see Safety)."""
 
     def __init__(self, folder: str):
         super().__init__()
@@ -198,7 +189,7 @@ class SaveEachEpoch(keras.callbacks.Callback):
 
 def fit_callbacks(args, backup: str) -> list:
     """In this order: the epoch's seconds, the network as it stands, a row of history.csv, a backup
-    (--resume goes on from it), a stop if the loss is NaN, and TensorBoard's logs if asked for."""
+    (--resume goes on from it; see Safety), a stop if the loss is NaN, and TensorBoard's logs."""
     callbacks = [EpochTimer(), SaveEachEpoch(backup),
                  keras.callbacks.CSVLogger(os.path.join(backup, "history.csv"), append=True),
                  BackupEveryEpoch(os.path.join(backup, "state")), keras.callbacks.TerminateOnNaN()]
@@ -207,14 +198,16 @@ def fit_callbacks(args, backup: str) -> list:
     return callbacks
 
 
-# Save: the model, its history (a row per epoch) and a record of the run.
+# Save: the model, its history (a row per epoch, from history.csv, which survives --resume where
+# fit()'s own History would not) and a record of the run. Checks and writes: see Safety.
 def save(model: keras.Model, record: dict, backup: str, args) -> None:
-    history = read_history(os.path.join(backup, "history.csv"), args.epochs)  # checked: see Safety
+    history = read_history(os.path.join(backup, "history.csv"), args.epochs)
+    record["test_errors"] = round((1 - record["test_accuracy"]) * record["test_images"])
     record["training_seconds"] = sum(row["epoch_seconds"] for row in history)
     record.update(parameters=model.count_params(), environment=environment())
     name, folder = record["name"], args.results_dir
     path = os.path.join(args.models_dir, f"{name}.keras")
-    save_all({path: model,  # all of them, or (on any failure) none: see Safety
+    save_all({path: model,  # all of them, or (on any failure) none
               os.path.join(folder, f"{name}_history.json"): {"name": name, "epochs": history},
               os.path.join(folder, f"{name}_run.json"): record}, folder)
     remove_folder(backup)
@@ -228,36 +221,35 @@ def main(argv=None, stop=None, extra_callbacks=()) -> int:
     args = parse_args(argv)
     stop = stop or StopBetweenSteps()  # Ctrl-C takes effect between two steps (see Safety)
 
-    # Data: the training images (some held out to validate on), and the test images.
+    # Data: training images (some held out to validate on) and test images, kept for the end.
     (x_train, y_train), (x_test, y_test) = load_data(args.data)
     (x_train, y_train), (x_val, y_val) = split_data(args, x_train, y_train)
 
-    # The network: on one device or mirrored on several, in float32 or bfloat16.
-    strategy, precision = set_up(args)
-    batch = args.batch_size * strategy.num_replicas_in_sync
+    # The network, from a seed: the same seed, the same weights, shuffling and dropout.
+    keras.utils.set_random_seed(args.seed)
+    strategy, precision, batch = choose_devices_and_precision(args)  # on most: 1 CPU, float32
     with strategy.scope():  # its weights live on one device, or mirrored on several
         model = build_model(args.augment)
 
-        # Compile: Adam with a one-cycle learning rate and the cross-entropy, like the CNN.
+        # Compile: how it learns (Adam, a one-cycle rate) and what it minimises (see above).
         steps = math.ceil(len(x_train) / batch) * args.epochs
         model.compile(optimizer=keras.optimizers.Adam(one_cycle(args.learning_rate, steps)),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.summary()
 
-    # Fit, with a backup after every epoch; Ctrl-C (stop) is checked last, after the backup.
+    # Fit, with a backup after every epoch; Ctrl-C (stop) takes effect after the backup.
     backup = check_and_lock("dense", model, args, stop)  # room, one run at a time (see Safety)
     model.fit(x_train, y_train, batch_size=batch, epochs=args.epochs,
               callbacks=[*fit_callbacks(args, backup), stop, *extra_callbacks],
               validation_data=(x_val, y_val) if len(x_val) else None,
               verbose=1 if sys.stdout.isatty() else 2)
 
-    # Test, once, on the 10,000 test images that no step of training has seen.
+    # Test, once, on the 10,000 images no step has seen: the loss, then compile()'s metrics.
     test_loss, test_accuracy = model.evaluate(x_test[..., None], y_test, batch_size=2048, verbose=0)
 
     # Save the model and its records (then the backup folder goes).
-    errors = round((1 - test_accuracy) * len(x_test))
     save(model, {"name": "dense", **vars(args), "precision": precision, "test_loss": test_loss,
-                 "test_accuracy": test_accuracy, "test_errors": errors, "test_images": len(x_test),
+                 "test_accuracy": test_accuracy, "test_images": len(x_test),
                  "train_images": len(x_train), "validation_images": len(x_val),
                  "global_batch_size": batch, "replicas": strategy.num_replicas_in_sync},
          backup, args)
@@ -265,8 +257,8 @@ def main(argv=None, stop=None, extra_callbacks=()) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# Safety: what keeps a run from losing work (Ctrl-C, kill -9, a full disk, two runs at once), on
-# Windows too. Nothing here changes what the network learns: a learner can skip it.
+# Safety, and speed: what keeps a run from losing work (Ctrl-C, kill -9, a full disk, two runs at
+# once), on Windows too; devices and precision. A learner can skip it.
 # ------------------------------------------------------------------------------------------------
 class HelpFormatter(argparse.RawDescriptionHelpFormatter,
                     argparse.ArgumentDefaultsHelpFormatter):
@@ -360,6 +352,29 @@ def check_and_lock(name: str, model: keras.Model, args, stop) -> str:
     with open(os.path.join(backup, "config.json"), "w") as file:
         json.dump(config, file)
     return backup
+
+
+def choose_devices_and_precision(args) -> tuple:
+    """Where to compute (tf.distribute: one device, or mirrored on several, each step's batch split
+    between them) and in which precision (bfloat16 only where it was measured faster). On most
+    machines: one CPU, float32. Before the network is built: both apply to layers made after."""
+    strategy = tf.distribute.get_strategy()  # the default: one device
+    if args.distribute == "mirrored":
+        if not tf.config.list_physical_devices("GPU"):  # no GPU: two logical CPUs, to try it
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            two = [tf.config.LogicalDeviceConfiguration()] * 2
+            tf.config.set_logical_device_configuration(cpu, two)
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
+    precision = args.precision
+    if precision == "auto":
+        precision = "mixed_bfloat16" if amx_bf16() else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    batch = args.batch_size * strategy.num_replicas_in_sync
+    print(f"precision {precision}, batch {batch} over all devices, seed {args.seed}", flush=True)
+    return strategy, precision, batch
 
 
 def hold_lock(path: str, what: str):
@@ -486,8 +501,9 @@ def save_all(files: dict, results_dir: str) -> None:
             except OSError as error:  # name the folder in the one line printed
                 error.filename = error.filename or path
                 raise
-        # One write per line: whole lines, even when two runs end together.
-        with open(os.path.join(results_dir, "runs.jsonl"), "ab") as file:
+        # One write per line: whole lines, even when two runs end together. From here on a stop
+        # waits: the log line and the renames go together.
+        with SignalsHeld(), open(os.path.join(results_dir, "runs.jsonl"), "ab") as file:
             size = file.seek(0, os.SEEK_END)
             try:
                 file.write((json.dumps(list(files.values())[-1]) + "\n").encode())
@@ -495,12 +511,32 @@ def save_all(files: dict, results_dir: str) -> None:
             except OSError:
                 file.truncate(size)  # a full disk mid-line: cut the half line off again
                 raise
-        for path, temp in temps.items():
-            replace(temp, path)
+            for path, temp in temps.items():
+                replace(temp, path)
     finally:
         for temp in temps.values():
             if os.path.exists(temp):
                 os.remove(temp)
+
+
+class SignalsHeld:
+    """A block that Ctrl-C, SIGTERM and SIGHUP do not cut: a signal is noted, and raised again as
+    the block ends, to whatever handled it before."""
+
+    def __enter__(self):
+        self.noted = []
+        self.before = {signum: signal.getsignal(signum) for signum in stop_signals()}
+        for signum in self.before:
+            signal.signal(signum, self.note)
+
+    def note(self, signum, frame):
+        self.noted.append(signum)
+
+    def __exit__(self, *exception):
+        for signum, handler in self.before.items():
+            signal.signal(signum, handler)
+        if self.noted:
+            signal.raise_signal(self.noted[0])
 
 
 def save_epoch(model: keras.Model, folder: str, epoch: int) -> None:
@@ -532,8 +568,8 @@ class StopBetweenSteps(keras.callbacks.Callback):
         self.fitting, self.lock = False, None
 
     def on_signal(self, signum, frame):
-        self.signum = signum
-        if not self.fitting:
+        again, self.signum = self.signum, signum
+        if again or not self.fitting:  # a second Ctrl-C does not wait
             raise KeyboardInterrupt
 
     def stop_if_asked(self):
@@ -569,6 +605,8 @@ class StopBetweenSteps(keras.callbacks.Callback):
         how = "no epoch was backed up yet: run the same command again"
         if self.saved:
             how = f"run the same command with --resume to go on from epoch {self.saved + 1}"
+        if self.saved >= self.epochs:
+            how = "training had ended: run the same command with --resume to test and save it"
         where = f"{where} epoch {self.epoch} of {self.epochs}"
         return f"{what} {where}: nothing was half-written; {how}"
 
@@ -585,11 +623,15 @@ def no_room(error: OSError) -> str:
             "left: free some space, or choose another folder, and run the same command again")
 
 
+def stop_signals() -> list:
+    """Ctrl-C, SIGTERM and SIGHUP (Windows has none), less those ignored on purpose (nohup, `&`)."""
+    return [signum for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
+            if signum and signal.getsignal(signum) is not signal.SIG_IGN]
+
+
 def run(main) -> int:
     """The entry point: every way a run can end is one line and an exit code, never a traceback."""
-    stop = StopBetweenSteps()
-    signals = [signum for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
-               if signum and signal.getsignal(signum) is not signal.SIG_IGN]  # nohup's choice stays
+    stop, signals = StopBetweenSteps(), stop_signals()
     for signum in signals:
         signal.signal(signum, stop.on_signal)
     try:
