@@ -253,8 +253,8 @@ def main(argv=None) -> int:
     json_path = os.path.join(args.results_dir, "comparison.json")
     png_path = os.path.join(args.results_dir, "comparison.png")
     data = args.data or "keras.datasets.mnist"
-    write_atomically(json_path, json.dumps({"data": data, "models": rows}, indent=2))
-    write_atomically(png_path, figure(rows, histories))
+    write_atomically({json_path: json.dumps({"data": data, "models": rows}, indent=2),
+                      png_path: figure(rows, histories)})
     print(f"wrote {png_path} and {json_path}")
     return 0
 
@@ -282,23 +282,29 @@ def check_data(path, x_train, y_train, x_test, y_test) -> None:
                  "expected 0-9")
 
 
-def write_atomically(path: str, content) -> None:
-    """Text or a figure into a temp file beside ``path``, then renamed over it: a crash leaves the
-    old file or the new one, never half of one."""
-    temp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+def write_atomically(files: dict) -> None:
+    """Each of ``files`` (path: text or a figure) into a temp file beside it; only when all are
+    whole are they renamed over the old ones: a failure leaves the old files, never half of one."""
+    prefix = f".tmp-{os.getpid()}-"
+    temps = {path: os.path.join(os.path.dirname(path), prefix + os.path.basename(path))
+             for path in files}
+    path = next(iter(files))
     try:
-        if isinstance(content, str):
-            with open(temp, "w") as file:
-                file.write(content + "\n")
-        else:
-            content.savefig(temp, dpi=110, bbox_inches="tight")
-        replace(temp, path)
+        for path, content in files.items():
+            if isinstance(content, str):
+                with open(temps[path], "w") as file:
+                    file.write(content + "\n")
+            else:
+                content.savefig(temps[path], dpi=110, bbox_inches="tight")
+        for path, temp in temps.items():
+            replace(temp, path)
     except OSError as error:
         fail(f"cannot write {path}: {error.strerror or error}; free some space or choose another "
              "--results-dir")
     finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+        for temp in temps.values():
+            if os.path.exists(temp):
+                os.remove(temp)
 
 
 def replace(temp: str, path: str, seconds: float = 10) -> None:

@@ -379,13 +379,19 @@ def check_and_lock(name: str, model: keras.Model, args, stop) -> str:
         if changed:
             fail("--resume needs the same flags as the interrupted run; these differ: "
                  + ", ".join("--" + key.replace("_", "-") for key in changed))
+        stop.backup = backup
         return backup
     if not remove_folder(backup):
         fail(f"cannot empty {backup}: another program has a file in it open (serve.py?); "
              "close it and run the same command again")
     os.makedirs(backup)
-    with open(os.path.join(backup, "config.json"), "w") as file:
-        json.dump(config, file)
+    stop.backup = backup  # a failed write during fit() without a file's name is in there
+    try:
+        with open(os.path.join(backup, "config.json"), "w") as file:
+            json.dump(config, file)
+    except OSError as error:  # name the folder in the one line printed
+        error.filename = error.filename or file.name
+        raise
     return backup
 
 
@@ -543,8 +549,9 @@ def save_all(files: dict, results_dir: str) -> None:
             try:
                 file.write((json.dumps(list(files.values())[-1]) + "\n").encode())
                 file.flush()
-            except OSError:
+            except OSError as error:
                 file.truncate(size)  # a full disk mid-line: cut the half line off again
+                error.filename = error.filename or file.name
                 raise
             for path, temp in temps.items():
                 replace(temp, path)
@@ -600,7 +607,7 @@ class StopBetweenSteps(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.signum = self.epoch = self.epochs = self.saved = 0
-        self.fitting, self.lock = False, None
+        self.fitting, self.lock, self.backup = False, None, None
 
     def on_signal(self, signum, frame):
         again, self.signum = self.signum, signum
@@ -646,16 +653,38 @@ class StopBetweenSteps(keras.callbacks.Callback):
         return f"{what} {where}: nothing was half-written; {how}"
 
 
-def no_room(error: OSError) -> str:
-    """One line for a full disk, a quota or a read-only folder (h5py puts the errno in its text)."""
-    number = errno.ENOSPC if "errno = 28," in str(error) else error.errno
+def no_room(error: OSError, folder=None) -> str:
+    """One line for a full disk, a quota or a read-only folder, naming the folder: the error's file,
+    else the file in h5py's text (which also holds the errno), else ``folder``."""
+    text = str(error)
+    number = errno.ENOSPC if "errno = 28," in text else error.errno
     reasons = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its disk quota",
                errno.EROFS: "is read-only"}
     if number not in reasons:
         return f"error: {error}"
-    where = os.path.dirname(error.filename) if error.filename else "one of the output folders"
+    if error.filename:
+        folder = os.path.dirname(error.filename)
+    elif "filename = '" in text:
+        folder = os.path.dirname(text.partition("filename = '")[2].partition("'")[0])
+    where = folder or "one of the output folders"
     return (f"error: {where} {reasons[number]} ({os.strerror(number)}); nothing half-written was "
             "left: free some space, or choose another folder, and run the same command again")
+
+
+def h5py_could_not_close(error: BaseException) -> bool:
+    """After a full disk mid-save, h5py fails to let go of the file it wrote and says so twice, with
+    a traceback, as Python cleans up (sys.excepthook, sys.unraisablehook): one line is enough."""
+    return isinstance(error, RuntimeError) and "decrement id ref count" in str(error)
+
+
+def excepthook(kind, error, traceback) -> None:
+    if not h5py_could_not_close(error):
+        sys.__excepthook__(kind, error, traceback)
+
+
+def unraisablehook(unraisable) -> None:
+    if not h5py_could_not_close(unraisable.exc_value):
+        sys.__unraisablehook__(unraisable)
 
 
 def stop_signals() -> list:
@@ -667,6 +696,7 @@ def stop_signals() -> list:
 def run(main) -> int:
     """The entry point: every way a run can end is one line and an exit code, never a traceback."""
     stop, signals = StopBetweenSteps(), stop_signals()
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
     for signum in signals:
         signal.signal(signum, stop.on_signal)
     try:
@@ -676,7 +706,7 @@ def run(main) -> int:
         print("\n" + stop.message(), file=sys.stderr)
     except OSError as error:
         code = 1
-        print(no_room(error), file=sys.stderr)
+        print(no_room(error, stop.backup if stop.fitting else None), file=sys.stderr)
     finally:
         if stop.lock:
             release_lock(stop.lock)
@@ -686,4 +716,9 @@ def run(main) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    code = run(main)
+    if code:  # after a failed save, h5py's cleanup at the interpreter's exit can crash: skip it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
