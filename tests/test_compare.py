@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
+import os
 import shutil
 
 import pytest
 from conftest import assert_one_line_error, data_flags, run_script
+from matplotlib.figure import Figure
 from PIL import Image
+
+import compare
+import train_cnn
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +91,107 @@ def test_missing_model_names_the_command(trained, tmp_path):
 def test_missing_run_record_names_the_command(trained, tmp_path):
     result = run_script("compare.py", "--models-dir", str(trained["models"]), "--results-dir", str(tmp_path))
     assert_one_line_error(result, 1, "cnn_run.json not found; run `python train_cnn.py` first")
+
+
+def table_cells(out: str) -> dict[str, list[str]]:
+    """compare.py's table as printed: each row's label, then one cell per network (a label column of 30
+    characters, then columns of 20)."""
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == ["CNN", "DENSE"])
+    rows = {}
+    for line in lines[header + 1 : header + 9]:
+        rows[line[:30].strip()] = [line[30:50].strip(), line[50:70].strip()]
+    return rows
+
+
+def check_table_and_sentence(out: str, payload: dict) -> str:
+    """The table's accuracy, errors and parameters are comparison.json's; returns the sentence after it."""
+    cells = table_cells(out)
+    models = [payload["models"]["cnn"], payload["models"]["dense"]]
+    assert cells["test accuracy"] == [f"{row['test_accuracy']:.2%}" for row in models], cells
+    assert cells["errors / 10,000 test images"] == [f"{row['test_errors']:,}" for row in models], cells
+    assert cells["parameters"] == [f"{row['parameters']:,}" for row in models], cells
+    for row in models:
+        assert row["test_errors"] == round((1 - row["test_accuracy"]) * row["test_images"]), row
+    after_table = out.split("\none-image latency", 1)[1].splitlines()[1:]
+    return next(line for line in after_table if line.strip())
+
+
+def test_table_numbers_are_the_json_numbers_and_the_cnn_wins(compared):
+    out, payload = compared[0].stdout, json.loads((compared[1] / "comparison.json").read_text())
+    cnn, dense = payload["models"]["cnn"], payload["models"]["dense"]
+    assert cnn["test_images"] == 10000 and cnn["test_errors"] < dense["test_errors"]  # as trained: see test_training
+    sentence = check_table_and_sentence(out, payload)
+    fewer, ratio = dense["test_errors"] - cnn["test_errors"], dense["parameters"] / cnn["parameters"]
+    assert sentence == (
+        f"The CNN makes {fewer:,} fewer errors than the dense network ({cnn['test_errors']} vs "
+        f"{dense['test_errors']}) with {ratio:.0f}× fewer parameters."
+    ), out
+
+
+@pytest.fixture
+def quick_compare(trained, compared, tmp_path, monkeypatch, small_npz):
+    """compare.main in this process on copies of the trained models and records and of a previous comparison, on
+    2,000 test images, its timing stubbed out (it is not what these tests check)."""
+    models, results = tmp_path / "models", tmp_path / "results"
+    shutil.copytree(trained["models"], models)
+    shutil.copytree(compared[1], results)
+    monkeypatch.setattr(compare, "images_per_second", lambda predict, images: 5000.0)
+    monkeypatch.setattr(compare, "latency_ms", lambda predict, image: 1.0)
+    argv = ["--models-dir", str(models), "--results-dir", str(results), "--data", str(small_npz)]
+    return models, results, lambda: compare.main(argv)
+
+
+def test_sentence_when_the_dense_network_makes_fewer_errors(quick_compare, capsys):
+    """A CNN that never trained (its saved weights are the initial ones) against the trained dense network."""
+    models, results, run = quick_compare
+    train_cnn.build_model().save(models / "cnn.keras")
+    assert run() == 0
+    out = capsys.readouterr().out
+    payload = json.loads((results / "comparison.json").read_text())
+    cnn, dense = payload["models"]["cnn"]["test_errors"], payload["models"]["dense"]["test_errors"]
+    assert dense < cnn
+    assert check_table_and_sentence(out, payload) == (
+        f"The dense network makes fewer errors here ({dense} vs {cnn}): the CNN is under-trained; train it with the "
+        "default flags."
+    ), out
+    assert "The CNN makes" not in out
+
+
+def half_a_png(self, path, *args, **kwargs):
+    """A full disk while the figure is written: half a PNG, then ENOSPC."""
+    with open(path, "wb") as file:
+        file.write(b"\x89PNG\r\n\x1a\n half a figure")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_full_or_read_only_results_folder(quick_compare, monkeypatch, fault):
+    """One line naming the file it could not write, exit 1; the previous comparison (its JSON and its figure) stays
+    as it was, every byte, and no temp file is left."""
+    models, results, run = quick_compare
+    before = {path.name: path.read_bytes() for path in results.iterdir()}
+    if fault == "full":  # the small JSON fits, the figure does not
+        monkeypatch.setattr(Figure, "savefig", half_a_png)
+        failed = results / "comparison.png"
+        reason = "No space left on device"
+    else:  # the first file written is refused
+        real_open = builtins.open
+
+        def read_only_open(path, mode="r", *args, **kwargs):
+            if os.path.dirname(os.fspath(path)) == str(results) and set(mode) & set("wax+"):
+                raise OSError(errno.EROFS, "Read-only file system", os.fspath(path))
+            return real_open(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", read_only_open)
+        failed = results / "comparison.json"
+        reason = "Read-only file system"
+    with pytest.raises(SystemExit) as stopped:
+        run()
+    assert stopped.value.code == (
+        f"error: cannot write {failed}: {reason}; free some space or choose another --results-dir"
+    )
+    after = {path.name: path.read_bytes() for path in results.iterdir()}
+    assert sorted(after) == sorted(before)  # no temp file left
+    changed = [name for name in before if after[name] != before[name]]
+    assert changed == [], f"{changed}: not the previous comparison's any more, yet this one was not written whole"

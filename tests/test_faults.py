@@ -3,6 +3,7 @@ nothing lost."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import keras
 import pytest
 from conftest import AS_IN_A_TERMINAL, ROOT, SMALL_BATCH, data_flags, output_flags, run_script, start, wait_for_epochs
+from test_reliability import backed_up, first_epoch_line
 
 QUICK = ["--train-size", "3000", "--epochs", "2", "--batch-size", str(SMALL_BATCH), *data_flags()]
 
@@ -51,6 +53,47 @@ def run_with(patch: str, script: str, *args: str) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, check=False, timeout=600)
 
 
+# --- the two training scripts share their safety code ----------------------------------------------------------
+def shared_code(script: str) -> dict[str, str]:
+    """A training script's safety code: its text from the Safety heading on, the block at its top that handles a
+    stop while TensorFlow loads, every function and class but the network's and the flags', and main() as it would
+    read for the dense network (its name, and no --preset best)."""
+    text = (ROOT / script).read_text()
+    code = {
+        "safety": text[text.index("\n# Safety") :],
+        "startup": text[text.index('if __name__ == "__main__":') : text.index("\nimport keras")],
+    }
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name not in ("build_model", "build_best_model"):
+            code[node.name] = ast.dump(AsTheDenseMain().visit(node) if node.name == "main" else node)
+    return code
+
+
+class AsTheDenseMain(ast.NodeTransformer):
+    """train_cnn.main as train_dense.main reads: "dense" for "cnn", build_model() for the preset's choice."""
+
+    def visit_Constant(self, node):
+        return ast.Constant("dense") if node.value == "cnn" else node
+
+    def visit_Assign(self, node):
+        if [getattr(target, "id", None) for target in node.targets] == ["build"]:
+            return None
+        return self.generic_visit(node)
+
+    def visit_Name(self, node):
+        return ast.Name("build_model", node.ctx) if node.id == "build" else node
+
+
+def test_train_dense_has_the_same_safety_code_as_train_cnn():
+    """What the tests below check in train_cnn.py (a stop, a full disk, two runs, the records) holds for
+    train_dense.py too: its safety code is the same, line for line."""
+    cnn, dense = shared_code("train_cnn.py"), shared_code("train_dense.py")
+    cnn.pop("parse_args"), dense.pop("parse_args")  # the flags' defaults differ; --preset is the CNN's only
+    assert sorted(cnn) == sorted(dense)
+    assert [name for name in cnn if cnn[name] != dense[name]] == []
+    assert "def save_all(" in cnn["safety"] and "def run(main)" in cnn["safety"] and "main(stop=stop)" in cnn["safety"]
+
+
 # --- two runs at once ------------------------------------------------------------------------------------------
 def test_two_runs_of_one_script_into_one_folder(tmp_path):
     """Started together: one trains, the other refuses at start naming it; nothing of the first is touched."""
@@ -70,19 +113,32 @@ def test_two_runs_of_one_script_into_one_folder(tmp_path):
 
 
 def test_runs_finishing_together_write_whole_log_lines(tmp_path):
-    """Eight processes save 40 large records each, appending to one runs.jsonl at once, through the training
-    script's own save_all: every line is one whole record."""
-    writer = textwrap.dedent(f"""
-        import sys
+    """Eight processes save 40 large records each through the training script's own save_all, appending to one
+    runs.jsonl at once: every line is one whole record. The eight are forked after train_cnn is imported (once:
+    TensorFlow takes seconds to load, and would stagger eight imports) and start together at a barrier."""
+    writers = textwrap.dedent(f"""
+        import multiprocessing, sys
         sys.path.insert(0, {str(ROOT)!r})
         import train_cnn
-        for index in range(40):
-            record = {{"writer": sys.argv[1], "index": index, "pad": "x" * 20000}}
-            path = {str(tmp_path / "record")!r} + sys.argv[1] + ".json"
-            train_cnn.save_all({{path: record}}, {str(tmp_path)!r})
+
+        def write(writer, barrier):
+            barrier.wait(timeout=60)
+            for index in range(40):
+                record = {{"writer": writer, "index": index, "pad": "x" * 20000}}
+                path = {str(tmp_path / "record")!r} + writer + ".json"
+                train_cnn.save_all({{path: record}}, {str(tmp_path)!r})
+
+        fork = multiprocessing.get_context("fork")  # no TensorFlow in the children: only JSON files
+        barrier = fork.Barrier(8)
+        processes = [fork.Process(target=write, args=(str(n), barrier)) for n in range(8)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=120)
+        sys.exit(sum(process.exitcode != 0 for process in processes))
     """)
-    writers = [subprocess.Popen([sys.executable, "-c", writer, str(n)]) for n in range(8)]
-    assert [process.wait(timeout=300) for process in writers] == [0] * 8
+    result = subprocess.run([sys.executable, "-c", writers], capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert len(rows) == 320
     assert sorted((row["writer"], row["index"]) for row in rows) == [(str(w), i) for w in range(8) for i in range(40)]
@@ -97,6 +153,7 @@ def test_kill_9_leaves_a_stale_lock_and_resume_takes_over(tmp_path, backup):
     wait_for_epochs(state, 1, process)
     process.kill()
     process.communicate()
+    done, rows = backed_up(state)
     lock = tmp_path / "models" / ".cnn.lock"
     assert lock.read_text().strip() == str(process.pid)  # kill -9 leaves the file, but not the OS's lock
     if backup == "cut off mid-write":  # what kill -9 during the first save leaves: half a file, none before it
@@ -108,7 +165,12 @@ def test_kill_9_leaves_a_stale_lock_and_resume_takes_over(tmp_path, backup):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert ("starting over" in resumed.stdout) == (backup == "cut off mid-write"), resumed.stdout[-2000:]
     history = json.loads((tmp_path / "results" / "cnn_history.json").read_text())["epochs"]
-    assert [row["epoch"] for row in history] == [0, 1, 2, 3]
+    assert [row["epoch"] for row in history] == [0, 1, 2, 3]  # a restart from scratch gives that too: so
+    if backup == "whole":  # it went on after the backup's epochs, whose rows are those written before the kill
+        assert first_epoch_line(resumed.stdout) == f"Epoch {done + 1}/4", resumed.stdout[-3000:]
+        assert history[:done] == [rows[epoch] for epoch in range(done)]
+    else:
+        assert first_epoch_line(resumed.stdout) == "Epoch 1/4", resumed.stdout[-3000:]
     assert not lock.exists()
 
 
@@ -197,48 +259,72 @@ def test_little_free_space_is_refused_before_training(trained, tmp_path, folder)
     assert not results.exists() or list(results.iterdir()) == []
 
 
-# Each site where a training run writes, made to fail with ENOSPC (or EROFS) in a real training process.
+# Each site where a training run writes, made to fail in a real training process as a full disk (or a read-only
+# folder) fails there: with the OSError that Python, zipfile or h5py raise, which carries no file name unless open()
+# itself failed. And the folder that the line must name, in tmp_path.
+H5PY_FULL = (  # what h5py raises on a full disk: the file's name only in its text
+    "Can't synchronously write data (file write failed: time = Mon Jan  1 00:00:00 2026\n, filename = '{path}', "
+    "file descriptor = 5, errno = 28, error message = 'No space left on device', buf = 0x1, total write size = 9)"
+)
 FAULTS = {
-    "backup config": """
+    "backup config": (
+        """
         def dump(obj, handle, *args, **kwargs):
-            raise OSError(errno.ENOSPC, "No space left on device", handle.name)
+            raise OSError(errno.ENOSPC, "No space left on device")
         json.dump = dump
-    """,
-    "history": """
+        """,
+        "models/.resume-cnn",
+    ),
+    "history": (
+        """
         def on_epoch_end(self, epoch, logs=None):
             raise OSError(errno.ENOSPC, "No space left on device")
         keras.callbacks.CSVLogger.on_epoch_end = on_epoch_end
-    """,
-    "backup": """
+        """,
+        "models/.resume-cnn",
+    ),
+    "backup": (
+        f"""
         def save_weights(self, filepath, *args, **kwargs):
-            raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+            raise OSError(errno.ENOSPC, {H5PY_FULL!r}.format(path=filepath))
         keras.Model.save_weights = save_weights
-    """,
-    "h5py backup": """
-        def save_weights(self, filepath, *args, **kwargs):  # how h5py words it: the errno only in the text
-            raise OSError("Can't write data (file write failed: time = now, filename = 'x', file descriptor = 7, "
-                          "errno = 28, error message = 'No space left on device', buf = 0x1, total write size = 9)")
+        """,
+        "models/.resume-cnn/state",
+    ),
+    "h5py backup": (
+        f"""
+        def save_weights(self, filepath, *args, **kwargs):  # older h5py: the errno only in the text, too
+            raise OSError({H5PY_FULL!r}.format(path=filepath))
         keras.Model.save_weights = save_weights
-    """,
-    "epoch file": """
+        """,
+        "models/.resume-cnn/state",
+    ),
+    "epoch file": (
+        """
         original = keras.Model.save
         def save(self, filepath, *args, **kwargs):
             if os.path.basename(filepath).startswith(".tmp-epoch-"):  # the network after an epoch: half written
                 with open(filepath, "wb") as handle:
                     handle.write(b"PK half a model")
-                raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+                raise OSError(errno.ENOSPC, "No space left on device")
             original(self, filepath, *args, **kwargs)
         keras.Model.save = save
-    """,
-    "model": """
+        """,
+        "models/.resume-cnn",
+    ),
+    "model": (
+        """
         original = keras.Model.save
         def save(self, filepath, *args, **kwargs):
             original(self, filepath, *args, **kwargs)
             if not os.path.basename(filepath).startswith(".tmp-epoch-"):  # the model itself
                 raise OSError(errno.ENOSPC, "No space left on device")
         keras.Model.save = save
-    """,
-    "record": """
+        """,
+        "models",
+    ),
+    "record": (
+        """
         real_open = builtins.open
         def half_open(path, mode="r", *args, **kwargs):
             handle = real_open(path, mode, *args, **kwargs)
@@ -248,8 +334,11 @@ FAULTS = {
                 raise OSError(errno.ENOSPC, "No space left on device")
             return handle
         builtins.open = half_open
-    """,
-    "run log": """
+        """,
+        "results",
+    ),
+    "run log": (
+        """
         real_open = builtins.open
         class HalfWritten:  # the disk fills after the first 100 bytes of the line
             def __init__(self, handle):
@@ -268,30 +357,38 @@ FAULTS = {
             handle = real_open(path, mode, *args, **kwargs)
             return HalfWritten(handle) if str(path).endswith("runs.jsonl") and "a" in mode else handle
         builtins.open = half_open
-    """,
-    "read-only": """
+        """,
+        "results",
+    ),
+    "read-only": (
+        """
         original = keras.Model.save
         def save(self, filepath, *args, **kwargs):
             if os.path.basename(filepath).startswith(".tmp-epoch-"):  # the network after an epoch: as it is
                 return original(self, filepath, *args, **kwargs)
-            raise OSError(errno.EROFS, "Read-only file system", str(filepath))
+            raise OSError(errno.EROFS, "Read-only file system", str(filepath))  # open() fails: it names the file
         keras.Model.save = save
-    """,
+        """,
+        "models",
+    ),
 }
 
 
 @pytest.mark.parametrize("site", list(FAULTS))
 def test_no_room_at_each_write_site(site, trained, tmp_path):
+    """One line that names the folder where the write failed (README: "the line names the folder"), exit 1; the
+    previous model and records intact, no half file anywhere, whole log lines only."""
     models, results = tmp_path / "models", tmp_path / "results"
     shutil.copytree(trained["models"], models)
     shutil.copytree(trained["results"], results)
     before = {p.name: p.read_bytes() for folder in (models, results) for p in folder.iterdir()}
-    result = run_with(FAULTS[site], "train_cnn.py", *QUICK, *output_flags(tmp_path))
+    patch, folder = FAULTS[site]
+    result = run_with(patch, "train_cnn.py", *QUICK, *output_flags(tmp_path))
     assert result.returncode == 1, result.stderr[-3000:]
     line = last_error_line(result.stderr)
     reason = "is read-only (Read-only file system)" if site == "read-only" else "is full (No space left on device)"
-    assert line.startswith("error: ") and reason in line and "run the same command again" in line, line
-    assert str(models) in line or str(results) in line or "output folders" in line, line
+    assert line.startswith(f"error: {tmp_path / folder} {reason}; "), line
+    assert line.endswith("run the same command again"), line
     after = {p.name: p.read_bytes() for folder in (models, results) for p in folder.iterdir() if p.is_file()}
     assert {name: after.get(name) for name in before} == before  # the previous model and records, intact
     assert leftovers(models, results, models / ".resume-cnn") == []  # no half file, in the run's folder either
@@ -299,6 +396,33 @@ def test_no_room_at_each_write_site(site, trained, tmp_path):
         assert not list((models / ".resume-cnn").glob("epoch-*.keras"))
     for line in (results / "runs.jsonl").read_text().splitlines():
         json.loads(line)  # whole lines only
+
+
+def test_a_real_full_disk_mid_training(tmp_path):
+    """A real 600 KiB file system (tmpfs) as --models-dir, which fills during the first epoch's backup (another
+    program took the room after the check at the start: here, the check is told there is plenty): exit 1 and one
+    line naming the folder, no traceback, no crash."""
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(tiny)], capture_output=True, text=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root'})")
+    try:
+        patch = """
+            real = shutil.disk_usage
+            shutil.disk_usage = lambda path: real(path)._replace(free=2**40)
+        """
+        args = ["--train-size", "2000", "--epochs", "2", "--batch-size", "64", *data_flags()]
+        result = run_with(patch, "train_cnn.py", *args, "--models-dir", str(tiny), "--results-dir", str(tmp_path / "r"))
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
+        line = last_error_line(result.stderr)
+        assert re.match(rf"error: {re.escape(str(tiny))}\S* is full \(No space left on device\); ", line), line
+        assert leftovers(tiny, tiny / ".resume-cnn") == []
+    finally:
+        subprocess.run(["umount", str(tiny)], check=False)
 
 
 # --- Ctrl-C, SIGTERM, SIGHUP ------------------------------------------------------------------------------------
@@ -309,7 +433,11 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_and_resume_goes_on(tmp_path, stop, 
     """SIGTERM (`timeout`, `docker stop`) and SIGHUP (the terminal closes): one line naming the epoch and --resume,
     exit 128 + the signal's number; --resume then goes on from the next epoch."""
     args = ["--train-size", "3000", "--epochs", "3", "--batch-size", "32", *output_flags(tmp_path), *data_flags()]
-    process = start("train_cnn.py", *args)
+    hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # under `nohup make test` too, the child gets SIGHUP
+    try:
+        process = start("train_cnn.py", *args)
+    finally:
+        signal.signal(signal.SIGHUP, hangup)
     wait_for_epochs(tmp_path / "models" / ".resume-cnn", 1, process)
     process.send_signal(stop)
     _, err = process.communicate(timeout=120)
@@ -328,21 +456,28 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_and_resume_goes_on(tmp_path, stop, 
     assert [row["epoch"] for row in history] == [0, 1, 2]
 
 
-def test_a_stop_that_nohup_ignores_stays_ignored(tmp_path):
-    """Under `nohup`, SIGHUP is ignored on purpose: the script keeps it so, and the run finishes."""
+def test_signals_that_nohup_and_a_background_job_ignore_stay_ignored(tmp_path):
+    """`nohup python train_dense.py &` from a script: nohup ignores SIGHUP, and the shell hands a background job an
+    ignored SIGINT. The script keeps both ignored, while TensorFlow loads and while it trains, and the run
+    finishes."""
     args = ["--train-size", "2000", "--epochs", "2", "--batch-size", "64", *output_flags(tmp_path), *data_flags()]
     process = subprocess.Popen(
-        ["nohup", sys.executable, str(ROOT / "train_dense.py"), *args],
+        ["sh", "-c", 'trap "" INT; exec nohup "$@"', "sh", sys.executable, str(ROOT / "train_dense.py"), *args],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    time.sleep(1.0)  # Python has started, TensorFlow is loading
+    for stop in (signal.SIGINT, signal.SIGHUP):
+        process.send_signal(stop)
     wait_for_epochs(tmp_path / "models" / ".resume-dense", 1, process)
-    process.send_signal(signal.SIGHUP)
-    _, err = process.communicate(timeout=300)
+    for stop in (signal.SIGINT, signal.SIGHUP):
+        process.send_signal(stop)
+    out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err[-2000:]
-    assert (tmp_path / "models" / "dense.keras").is_file()
+    assert "interrupted" not in err and "stopped" not in err, err[-2000:]
+    assert "Epoch 2/2" in out and (tmp_path / "models" / "dense.keras").is_file()
 
 
 @pytest.mark.parametrize("script", ["train_cnn.py", "compare.py"])
@@ -371,19 +506,42 @@ def test_sigterm_before_the_first_backup_says_to_start_again(tmp_path):
     assert line == f"stopped (SIGTERM) in epoch 1 of 3: {expected}", line
 
 
-def test_sigterm_during_compare_leaves_no_half_written_file(trained, tmp_path):
+def test_sigterm_while_compare_writes_keeps_the_previous_comparison(trained, tmp_path, small_npz):
+    """SIGTERM lands when half of the new comparison.json is written: the previous comparison.json and .png stay,
+    every byte, and no temp file is left."""
     results = tmp_path / "results"
     shutil.copytree(trained["results"], results)
-    process = start("compare.py", "--models-dir", str(trained["models"]), "--results-dir", str(results), *data_flags())
-    for line in process.stdout:  # stop it mid-way: after the first model is evaluated, before the report
-        if line.startswith("cnn: evaluated"):
-            break
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 143, err[-2000:]
-    assert last_error_line(err) == "stopped (SIGTERM): nothing was half-written; run the same command again"
-    assert not (results / "comparison.json").exists() and not (results / "comparison.png").exists()
-    assert leftovers(results) == []
+    (results / "comparison.json").write_text('{"data": "the previous comparison"}\n')
+    (results / "comparison.png").write_bytes(b"\x89PNG\r\n\x1a\n the previous figure")
+    before = {p.name: p.read_bytes() for p in results.iterdir()}
+    patch = """
+        import signal
+        real_open = builtins.open
+        class CutOff:  # writes half, then the signal comes
+            def __init__(self, handle):
+                self.handle = handle
+            def __enter__(self):
+                return self
+            def __exit__(self, *exc):
+                self.handle.close()
+            def __getattr__(self, name):
+                return getattr(self.handle, name)
+            def write(self, data):
+                self.handle.write(data[: len(data) // 2])
+                self.handle.flush()
+                os.kill(os.getpid(), signal.SIGTERM)
+                return len(data)
+        def cut_open(path, mode="r", *args, **kwargs):
+            handle = real_open(path, mode, *args, **kwargs)
+            return CutOff(handle) if str(path).endswith("comparison.json") and "w" in mode else handle
+        builtins.open = cut_open
+    """
+    flags = ["--models-dir", str(trained["models"]), "--results-dir", str(results), "--data", str(small_npz)]
+    result = run_with(patch, "compare.py", *flags)
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert last_error_line(result.stderr) == "stopped (SIGTERM): nothing was half-written; run the same command again"
+    assert "evaluated and timed" in result.stdout  # it got as far as the writing
+    assert {p.name: p.read_bytes() for p in results.iterdir()} == before  # no temp file either
 
 
 def test_ctrl_c_reaches_a_child_started_as_in_a_terminal(tmp_path):

@@ -3,6 +3,7 @@ several: tests/test_multiworker.py)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import signal
@@ -10,8 +11,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import keras
+import numpy as np
+import pytest
 from conftest import (
     ROOT,
     SMALL_BATCH,
@@ -24,7 +28,22 @@ from conftest import (
     start,
     wait_for_epochs,
 )
-from test_training import CNN_FLOOR
+from test_training import CNN_FLOOR, Observe, run_main
+
+import train_cnn
+import train_dense
+
+
+def backed_up(backup: Path) -> tuple[int, dict[int, dict[str, float]]]:
+    """What a killed run left: the number of epochs its backup holds, and the rows of its history.csv by epoch."""
+    epochs = json.loads((backup / "state" / "training_metadata.json").read_text())["epoch"]
+    with (backup / "history.csv").open(newline="") as file:
+        rows = {int(row["epoch"]): {k: float(v) for k, v in row.items() if v != "NA"} for row in csv.DictReader(file)}
+    return epochs, rows
+
+
+def first_epoch_line(stdout: str) -> str:
+    return re.search(r"^Epoch \d+/\d+$", stdout, re.MULTILINE).group(0)
 
 
 def test_kill_9_during_save_keeps_previous_model(trained, tmp_path):
@@ -95,12 +114,17 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
     process.kill()
     process.communicate()
     assert not (tmp_path / "models" / "cnn.keras").exists()
+    done, rows = backed_up(backup)
+    assert done >= 2
 
     resumed = run_script("train_cnn.py", *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     history = json.loads((tmp_path / "results" / "cnn_history.json").read_text())["epochs"]
     assert [row["epoch"] for row in history] == list(range(6))
-    assert "Epoch 1/6" not in resumed.stdout  # continued, not restarted
+    # Continued, not restarted (which would give the same list of epochs): its first epoch is the one after the
+    # backup, and the rows of the epochs before the kill are those written before it, timings and all.
+    assert first_epoch_line(resumed.stdout) == f"Epoch {done + 1}/6", resumed.stdout[-3000:]
+    assert history[:done] == [rows[epoch] for epoch in range(done)]
     record = json.loads((tmp_path / "results" / "cnn_run.json").read_text())
     assert record["test_accuracy"] >= CNN_FLOOR
     assert not backup.exists()
@@ -111,37 +135,52 @@ def test_resume_without_a_backup_is_refused(tmp_path):
     assert_one_line_error(result, 1, "nothing to resume in", "run the command without --resume")
 
 
-def test_resume_with_other_flags_is_refused(tmp_path):
-    backup = tmp_path / "models" / ".resume-dense"
-    backup.mkdir(parents=True)
-    (backup / "config.json").write_text(json.dumps({"epochs": 3}))
-    result = run_script("train_dense.py", "--resume", "--epochs", "4", *output_flags(tmp_path), *data_flags())
-    assert_one_line_error(result, 1, "--resume needs the same flags as the interrupted run; these differ: ", "--epochs")
+def test_resume_with_other_flags_names_exactly_those(tmp_path, small_npz):
+    """A real run of train_dense.main, Ctrl-C'd in its second epoch, leaves its flags in .resume-dense/config.json;
+    --resume with three of them changed lists exactly those three. A default given explicitly is no change, and
+    --tensorboard may point elsewhere."""
+    flags = ["--train-size", "1000", "--epochs", "3", "--batch-size", "64", "--seed", "3"]
+    flags += [*output_flags(tmp_path), "--data", str(small_npz)]  # 2,000 test images: a quicker test at the end
+    stop = train_dense.StopBetweenSteps()
+
+    class CtrlC(keras.callbacks.Callback):  # pressed as epoch 1 ends: it lands in epoch 2's first step
+        def on_epoch_end(self, epoch, logs=None):
+            stop.signum = stop.signum or signal.SIGINT
+
+    with pytest.raises(KeyboardInterrupt):
+        run_main(train_dense, *flags, stop=stop, extra_callbacks=[CtrlC()])
+    expected = "nothing was half-written; run the same command with --resume to go on from epoch 2"
+    assert stop.message() == f"interrupted in epoch 2 of 3: {expected}"
+    saved = json.loads((tmp_path / "models" / ".resume-dense" / "config.json").read_text())
+    assert (saved["epochs"], saved["seed"], saved["learning_rate"]) == (3, 3, 0.005)
+
+    changed = ["--seed", "4", "--epochs", "4", "--learning-rate", "0.001"]
+    same = ["--val-split", "0.1", "--tensorboard", str(tmp_path / "logs")]
+    with pytest.raises(SystemExit) as refused:
+        run_main(train_dense, *flags, *changed, *same, "--resume")
+    assert refused.value.code == (
+        "error: --resume needs the same flags as the interrupted run; these differ: --epochs, --learning-rate, --seed"
+    )
+    assert not (tmp_path / "models" / "dense.keras").exists()
+    assert not list((tmp_path / "logs").rglob("*"))  # refused before it logged anything
 
 
-def test_deterministic_runs_give_identical_histories(tmp_path):
-    histories = []
-    for attempt in ("a", "b"):
-        folder = tmp_path / attempt
-        result = run_script(
-            "train_cnn.py",
-            "--deterministic",
-            "--seed",
-            "7",
-            "--train-size",
-            "3000",
-            "--epochs",
-            "2",
-            "--batch-size",
-            str(SMALL_BATCH),
-            *output_flags(folder),
-            *data_flags(),
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        epochs = json.loads((folder / "results" / "cnn_history.json").read_text())["epochs"]
-        histories.append([{k: v for k, v in row.items() if k != "epoch_seconds"} for row in epochs])
-    assert histories[0] == histories[1]
-    assert histories[0][0]["loss"] > 0
+def test_deterministic_same_seed_same_history_another_seed_another(tmp_path, small_npz):
+    """--deterministic turns TensorFlow's op determinism on for the run; the same --seed then gives the same weights
+    and the same history, and another seed other weights and another history."""
+    runs = {}
+    for attempt, seed in (("a", 7), ("b", 7), ("c", 8)):
+        seen = Observe()
+        argv = ["--deterministic", "--seed", str(seed), "--train-size", "1000", "--epochs", "2"]
+        argv += ["--batch-size", str(SMALL_BATCH), *output_flags(tmp_path / attempt), "--data", str(small_npz)]
+        assert run_main(train_cnn, *argv, extra_callbacks=[seen]) == 0
+        assert seen.determinism is True, attempt  # on while it trains (run_main turned it off before)
+        epochs = json.loads((tmp_path / attempt / "results" / "cnn_history.json").read_text())["epochs"]
+        runs[attempt] = (seen.weights, [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in epochs])
+    np.testing.assert_array_equal(runs["a"][0], runs["b"][0])
+    assert runs["a"][1] == runs["b"][1] and runs["a"][1][0]["loss"] > 0
+    assert not np.allclose(runs["a"][0], runs["c"][0])
+    assert [row["loss"] for row in runs["a"][1]] != [row["loss"] for row in runs["c"][1]]
 
 
 def test_mirrored_over_two_cpu_devices_reaches_the_same_floor(tmp_path):
@@ -159,7 +198,7 @@ def test_mirrored_over_two_cpu_devices_reaches_the_same_floor(tmp_path):
         *data_flags(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"global batch {SMALL_BATCH} (2 replica(s))" in result.stdout
+    assert f"batch {SMALL_BATCH} over all devices" in result.stdout
     record = json.loads((tmp_path / "results" / "cnn_run.json").read_text())
     assert record["replicas"] == 2 and record["global_batch_size"] == SMALL_BATCH
     assert record["test_accuracy"] >= CNN_FLOOR

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import keras
 import numpy as np
@@ -11,6 +12,7 @@ from conftest import SMALL_EPOCHS, SMALL_TRAIN, data_flags, mnist_npz, output_fl
 
 import compare
 import train_cnn
+import train_dense
 
 # Floors for 3 epochs on 6,000 real training images, checked on all 10,000 test images.
 CNN_FLOOR = 0.95
@@ -81,14 +83,23 @@ def test_no_temp_or_backup_files_left(trained):
     )
 
 
-@pytest.mark.parametrize("channel_axis", [False, True])
-def test_saved_model_is_self_contained_on_raw_pixels(trained, mnist, channel_axis):
-    """Anyone can load the .keras file and call it on raw 0-255 uint8 images, with or without the channel axis."""
-    model = keras.saving.load_model(trained["models"] / "cnn.keras", safe_mode=True)
-    images = mnist.x_test[:500, ..., None] if channel_axis else mnist.x_test[:500]
+@pytest.mark.parametrize(("name", "floor"), [("cnn", CNN_FLOOR), ("dense", DENSE_FLOOR)])
+def test_saved_model_is_self_contained_on_raw_pixels(trained, mnist, name, floor):
+    """Anyone can load the .keras file and call it on raw 0-255 uint8 images, with or without the channel axis (the
+    same probabilities): the scaling to 0-1 is the model's first layer, so pixels scaled beforehand are wrong input."""
+    model = keras.saving.load_model(trained["models"] / f"{name}.keras", safe_mode=True)
+    images, labels = mnist.x_test[:500], mnist.y_test[:500]
     assert images.dtype == np.uint8
-    predicted = np.asarray(model.predict(images, verbose=0)).argmax(axis=1)
-    assert (predicted == mnist.y_test[:500]).mean() >= CNN_FLOOR - 0.02
+    # Called directly: Keras' predict() traces its function for one input rank and fails on the other afterwards.
+    flat, channel = np.asarray(model(images)), np.asarray(model(images[..., None]))
+    np.testing.assert_allclose(flat, channel, rtol=0, atol=1e-6)
+    assert (flat.argmax(axis=1) == labels).mean() >= floor - 0.02
+    rescale = model.layers[1]  # right after the input: 0-255 in, 0-1 out
+    assert isinstance(rescale, keras.layers.Rescaling) and rescale.scale == pytest.approx(1 / 255), model.layers[:3]
+    assert (rescale.offset, model.input_shape) == (0.0, (None, 28, 28, 1))
+    prescaled = np.asarray(model(images.astype(np.float32) / 255))
+    assert np.abs(prescaled - flat).max() > 0.5  # scaled twice: near-black images, other answers
+    assert (prescaled.argmax(axis=1) == labels).mean() < 0.5
 
 
 def test_val_split_zero_trains_on_every_image_and_plots_training_accuracy(tmp_path):
@@ -185,6 +196,119 @@ def test_help_lists_every_flag_with_its_default(script, flags, defaults):
     for flag in USER_FLAGS + (("--preset",) if script == "train_cnn.py" else ()):
         assert flag in text, flag
     for flag, value in defaults.items():
-        help_of_flag = text.split(f"--{flag}", 2)[2].split(" --", 1)[0]  # after the usage line's mention
+        entry = text.split(f"--{flag}", 2)[2].removeprefix(f", --no-{flag}")  # after the usage line's mention
+        help_of_flag = entry.split(" --", 1)[0]
         assert f"(default: {value})" in help_of_flag, (flag, help_of_flag)
     assert "--track-test" not in text and "--cpu-replicas" not in text  # flags of older versions are gone
+
+
+# --- flags that change the training itself, run in this process (no TensorFlow import to wait for) ---------------
+def run_main(script, *argv, stop=None, extra_callbacks=()):
+    """A training script's main(argv) called here, as its run() would call it, from a fresh process's state: what
+    main() sets for the whole process (the precision policy, op determinism) is put back afterwards, and the run's
+    lock let go, however it ends."""
+    from tensorflow.python.framework import config as tf_config
+
+    policy, determinism = keras.mixed_precision.global_policy(), tf_config.is_op_determinism_enabled()
+    tf_config.disable_op_determinism()
+    stop = stop or script.StopBetweenSteps()
+    try:
+        return script.main(list(argv), stop=stop, extra_callbacks=extra_callbacks)
+    finally:
+        if stop.lock:
+            script.release_lock(stop.lock)
+            stop.lock = None
+        keras.mixed_precision.set_global_policy(policy)
+        (tf_config.enable_op_determinism if determinism else tf_config.disable_op_determinism)()
+
+
+class Observe(keras.callbacks.Callback):
+    """Runs after the script's own callbacks: what training sees, step by step."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates, self.dtypes, self.determinism, self.parameters, self.name, self.weights = [], {}, None, 0, "", None
+
+    def on_train_begin(self, logs=None):
+        from tensorflow.python.framework import config as tf_config
+
+        self.determinism = tf_config.is_op_determinism_enabled()
+        self.parameters, self.name = self.model.count_params(), self.model.name
+        self.dtypes = {layer.name: (layer.dtype_policy.name, layer.compute_dtype) for layer in self.model.layers}
+        self.weights = np.concatenate([np.ravel(w) for w in self.model.get_weights()])  # before the first step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))  # this step's rate
+
+
+def test_one_cycle_warms_up_for_a_tenth_of_the_steps_then_cosine_to_zero():
+    schedule = train_cnn.one_cycle(0.004, 200)  # warm-up: steps 0-20; then 180 steps of cosine decay
+    rate = {step: float(schedule(step)) for step in (0, 10, 20, 110, 200)}
+    assert rate[0] == 0.0
+    assert rate[10] == pytest.approx(0.002, rel=1e-5)  # linear: half-way up at 5% of the steps
+    assert rate[20] == pytest.approx(0.004, rel=1e-5)  # the peak at 10%
+    assert rate[110] == pytest.approx(0.002, rel=1e-4)  # cosine: half the peak half-way down
+    assert rate[200] == pytest.approx(0.0, abs=1e-9)  # 0 at the last step
+    assert float(schedule(60)) > float(schedule(61))  # falling all the way
+    assert train_dense.one_cycle(0.004, 200).get_config() == schedule.get_config()
+
+
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory, small_npz):
+    """One tiny real run of train_cnn.main in mixed_bfloat16 with --learning-rate 0.00123: what training saw, the
+    exit code and the record. 900 training images in batches of 64: 15 steps an epoch, 30 in all, warm-up 3."""
+    folder, seen = tmp_path_factory.mktemp("bf16"), Observe()
+    argv = ["--precision", "mixed_bfloat16", "--learning-rate", "0.00123", "--seed", "3", "--train-size", "1000"]
+    argv += ["--epochs", "2", "--batch-size", "64", *output_flags(folder), "--data", str(small_npz)]
+    code = run_main(train_cnn, *argv, extra_callbacks=[seen])
+    record = json.loads((folder / "results" / "cnn_run.json").read_text())
+    return {"code": code, "seen": seen, "record": record, "folder": folder}
+
+
+def test_learning_rate_flag_reaches_adam_through_the_one_cycle_schedule(bf16_run):
+    rates = bf16_run["seen"].rates
+    assert len(rates) == 30
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(0.00041, rel=1e-4)  # warming up, linearly
+    assert rates[3] == pytest.approx(0.00123, rel=1e-5) == max(rates)  # --learning-rate is the peak, at 10%
+    assert all(a > b for a, b in zip(rates[3:], rates[4:], strict=False))  # then down every step
+    assert rates[-1] < 0.00123 * 0.01  # nearly 0 at the last step of the last epoch
+    assert bf16_run["record"]["learning_rate"] == 0.00123
+
+
+def test_mixed_bfloat16_trains_in_bfloat16_and_says_so(bf16_run):
+    assert bf16_run["code"] == 0
+    record = bf16_run["record"]
+    assert record["precision"] == "mixed_bfloat16" and record["test_accuracy"] > 0.3, record
+    dtypes = bf16_run["seen"].dtypes
+    assert dtypes["conv1"] == ("mixed_bfloat16", "bfloat16")
+    assert dtypes["probabilities"] == ("float32", "float32")  # the softmax stays in float32
+    model = keras.saving.load_model(bf16_run["folder"] / "models" / "cnn.keras", safe_mode=True)
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+
+
+def test_preset_best_trains_the_deeper_network(tmp_path, small_npz):
+    """--preset best builds build_best_model() (870,634 parameters), with augmentation, not the default CNN."""
+    seen, stop = Observe(), train_cnn.StopBetweenSteps()
+
+    class StopAtOnce(keras.callbacks.Callback):  # Ctrl-C as the first step begins: only the network is wanted
+        def on_train_begin(self, logs=None):
+            stop.signum = signal.SIGINT
+
+    with pytest.raises(KeyboardInterrupt):
+        run_main(
+            train_cnn,
+            "--preset",
+            "best",
+            "--train-size",
+            "256",
+            "--precision",
+            "float32",
+            *output_flags(tmp_path),
+            "--data",
+            str(small_npz),
+            stop=stop,
+            extra_callbacks=[seen, StopAtOnce()],
+        )
+    assert (seen.name, seen.parameters) == ("cnn_best", 870_634)
+    assert "augmentation" in seen.dtypes and "conv2_2" in seen.dtypes
+    assert stop.message().startswith("interrupted in epoch 1 of 30: ")
