@@ -245,7 +245,8 @@ def main(argv=None, stop=None, extra_callbacks=()) -> int:
               verbose=1 if sys.stdout.isatty() else 2)
 
     # Test, once, on the 10,000 images no step has seen: the loss, then compile()'s metrics.
-    test_loss, test_accuracy = model.evaluate(x_test[..., None], y_test, batch_size=2048, verbose=0)
+    test_loss, test_accuracy = model.evaluate(x_test[..., None], y_test, batch_size=2048,
+                                              callbacks=[stop], verbose=0)
 
     # Save the model and its records (then the backup folder goes).
     save(model, {"name": "dense", **vars(args), "precision": precision, "test_loss": test_loss,
@@ -332,6 +333,7 @@ def check_and_lock(name: str, model: keras.Model, args, stop) -> str:
                  f"run writes about {total / 2**20:,.1f} MiB there; free some space or choose "
                  f"another {flag}")
     stop.lock = hold_lock(os.path.join(args.models_dir, f".{name}.lock"), f"training run of {name}")
+    stop.waiting = True  # from here on, a stop waits for the end of a step
     backup = os.path.join(args.models_dir, f".resume-{name}")
     config = {**vars(args), "resume": True}
     if args.resume:  # the saved optimizer state only means something with the same flags
@@ -350,7 +352,7 @@ def check_and_lock(name: str, model: keras.Model, args, stop) -> str:
         fail(f"cannot empty {backup}: another program has a file in it open (serve.py?); "
              "close it and run the same command again")
     os.makedirs(backup)
-    stop.backup = backup  # a failed write during fit() without a file's name is in there
+    stop.backup = backup  # a failed write without a file's name (in fit()) is in there
     try:
         with open(os.path.join(backup, "config.json"), "w") as file:
             json.dump(config, file)
@@ -564,19 +566,21 @@ def save_epoch(model: keras.Model, folder: str, epoch: int) -> None:
 
 
 class StopBetweenSteps(keras.callbacks.Callback):
-    """Ctrl-C, SIGTERM and SIGHUP. While fit() runs, the signal handler only notes a signal, and
-    this callback (the last) raises it between two steps: raised where it lands, inside TensorFlow's
-    own code, it can corrupt TensorFlow. It knows where training stands, for the line printed on a
-    stop (an epoch counts as saved after its backup), and holds the run's lock."""
+    """Ctrl-C, SIGTERM and SIGHUP. Once the run holds its lock, the signal handler only notes a
+    signal, and this callback (the last of fit()'s, and evaluate()'s) raises it between two steps:
+    raised where it lands, inside TensorFlow's own code, it can break TensorFlow. A second signal
+    acts at once; one during the final save waits for it. The callback knows where training
+    stands, for the line printed on a stop (an epoch counts as saved after its backup), and holds
+    the lock."""
 
     def __init__(self):
         super().__init__()
         self.signum = self.epoch = self.epochs = self.saved = 0
-        self.fitting, self.lock, self.backup = False, None, None
+        self.waiting, self.lock, self.backup = False, None, None
 
     def on_signal(self, signum, frame):
         again, self.signum = self.signum, signum
-        if again or not self.fitting:  # a second Ctrl-C does not wait
+        if again or not self.waiting:  # a second Ctrl-C does not wait
             raise KeyboardInterrupt
 
     def stop_if_asked(self):
@@ -590,7 +594,7 @@ class StopBetweenSteps(keras.callbacks.Callback):
         self.stop_if_asked()
 
     def on_train_begin(self, logs=None):
-        self.fitting, self.epochs = True, self.params["epochs"]
+        self.epochs = self.params["epochs"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.saved = epoch + 1, self.saved or epoch
@@ -598,9 +602,6 @@ class StopBetweenSteps(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.saved = epoch + 1
         self.stop_if_asked()
-
-    def on_train_end(self, logs=None):
-        self.fitting = False
 
     def message(self) -> str:
         signum = self.signum or signal.SIGINT
@@ -671,7 +672,7 @@ def run(main) -> int:
         print("\n" + stop.message(), file=sys.stderr)
     except OSError as error:
         code = 1
-        print(no_room(error, stop.backup if stop.fitting else None), file=sys.stderr)
+        print(no_room(error, stop.backup), file=sys.stderr)
     finally:
         if stop.lock:
             release_lock(stop.lock)
