@@ -82,9 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signum = getattr(stop, "signum", signal.SIGINT)
         end(children, wait=10 if signum == signal.SIGINT else 0)  # Ctrl-C in a terminal reached them too
         trained = len(trainings) == len(SCRIPTS) and all(run.returncode == 0 for run in trainings)
-        if trained and signum == signal.SIGINT:  # the way to end the page, once training is done (or as it ends)
-            print(f"live.py stopped; the trained networks are in {args.models_dir}/", file=sys.stderr)
-            return 0
+        if trained:  # the way to end the page, once training is done (or as it ends): nothing to resume
+            how = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+            print(f"live.py stopped{how}; the trained networks are in {args.models_dir}/", file=sys.stderr)
+            return 0 if signum == signal.SIGINT else 128 + signum
         what = "interrupted" if signum == signal.SIGINT else f"stopped ({signal.Signals(signum).name})"
         print(f"\n{what}: the page and the training are stopped; to go on from the last epoch, run the script that "
               "was training with --resume as its line above says (python serve.py follows it); python live.py starts "

@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -224,18 +225,39 @@ STROKES = {
 }
 
 
+INSTALL_CHROMIUM = "apt-get install chromium chromium-driver"
+CHROMIUM_NAMES = {"chromium": ("chromium", "chromium-browser"), "chromedriver": ("chromedriver",)}
+
+
+def find_chromium(*, driver: bool, search_path: str | None = None) -> tuple[str, str | None]:
+    """Chromium (with ``driver``, its chromedriver too) on the PATH, or on ``search_path``: their paths. Every
+    browser test finds them here. One missing: the test is skipped, but under CI=true it fails, in one line naming
+    what to install (a CI run that skips the browser tests would pass without having tested the page)."""
+    wanted = ("chromium", "chromedriver") if driver else ("chromium",)
+    found = {
+        what: next(filter(None, (shutil.which(name, path=search_path) for name in CHROMIUM_NAMES[what])), None)
+        for what in wanted
+    }
+    missing = " and ".join(what for what, path in found.items() if path is None)
+    if missing:
+        if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+            message = f"{missing} not found, and CI=true: the browser tests must run; {INSTALL_CHROMIUM}"
+            pytest.fail(message, pytrace=False)
+        pytest.skip(f"{missing} not found; to run the browser tests: {INSTALL_CHROMIUM}")
+    return found["chromium"], found.get("chromedriver")
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """Debian's Chromium through Selenium, with the driver's path given: nothing is downloaded."""
     webdriver = pytest.importorskip("selenium.webdriver")
-    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
-        pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
+    chromium, chromedriver = find_chromium(driver=True)
     options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
+    options.binary_location = chromium
     for flag in (*CHROMIUM_FLAGS, "--window-size=1280,1500", f"--user-data-dir={tmp_path_factory.mktemp('chrome')}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=options)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(chromedriver), options=options)
     yield driver
     driver.quit()
 

@@ -9,8 +9,16 @@ import subprocess
 import keras
 import numpy as np
 import pytest
-from conftest import CHROMIUM_FLAGS, assert_one_line_error, data_flags, run_script
-from PIL import Image
+from conftest import (
+    CHROMIUM_FLAGS,
+    ROOT,
+    assert_one_line_error,
+    data_flags,
+    find_chromium,
+    first_images,
+    run_script,
+)
+from PIL import Image, ImageDraw
 
 from mnistlab import images
 
@@ -85,6 +93,31 @@ def test_predict_human_output_and_figure(trained, lab_results, tmp_path, mnist):
         assert figure.width > 600
 
 
+def drawn_seven(path):
+    """A 7 drawn as with a thick pen: two black strokes on white paper (not an MNIST image), 200×260."""
+    picture = Image.new("L", (200, 260), 255)
+    ImageDraw.Draw(picture).line([(40, 50), (160, 45), (85, 225)], fill=0, width=18, joint="curve")
+    picture.save(path)
+    return path
+
+
+def test_predict_reads_a_drawn_seven_and_its_figure_shows_it(trained, tmp_path):
+    seven = drawn_seven(tmp_path / "seven.png")
+    result = run_script("predict.py", str(seven), "--json", "--show", *io_flags(trained, tmp_path / "results"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    [entry] = json.loads(result.stdout)
+    assert {name: top[0][0] for name, top in entry["models"].items()} == {"cnn": 7, "dense": 7}, entry
+    assert entry["figure"] == str(tmp_path / "results" / "predict_seven.png")
+    with Image.open(entry["figure"]) as figure:
+        rgb = np.asarray(figure.convert("RGB"), dtype=int)
+    grey, spread = rgb.mean(axis=2), rgb.max(axis=2) - rgb.min(axis=2)
+    assert grey.std() > 40, grey.std()  # not blank paper
+    assert (grey < 60).mean() > 0.05, (grey < 60).mean()  # the input panel: a white digit on black
+    blue = (spread > 80) & (rgb[..., 2] > rgb[..., 0])  # the CNN's bars
+    orange = (spread > 80) & (rgb[..., 0] > rgb[..., 2])  # the dense network's
+    assert blue.mean() > 0.003 and orange.mean() > 0.003, (blue.mean(), orange.mean())
+
+
 @pytest.mark.parametrize(
     ("make", "fragment"),
     [
@@ -150,16 +183,56 @@ def run_experiment(trained, results, name, *flags):
     return json.loads((results / f"exp_{name}.json").read_text())
 
 
-def test_experiment_sharing(trained, lab_results):
-    numbers = run_experiment(trained, lab_results, "sharing")["parameters"]
+EXPERIMENTS = ("spatial", "sharing", "stride", "activations", "dropout", "augmentation")  # `all`, in this order
+
+
+@pytest.fixture(scope="module")
+def all_experiments(trained, mnist, tmp_path_factory):
+    """`experiments.py all` (what make lab runs), once, at its smallest real size: 200 training images, 1 epoch,
+    500 test images. The experiments that do not train (sharing, stride) take their numbers from this run."""
+    folder = tmp_path_factory.mktemp("all")
+    data = folder / "mnist-tiny.npz"
+    np.savez(data, **first_images(mnist, 1200, 500))  # 1,000 of the training images: the lab's validation slice
+    flags = ["--train-size", "200", "--epochs", "1", "--data", str(data)]
+    result = run_script("experiments.py", "all", *flags, *io_flags(trained, folder / "results"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"stdout": result.stdout, "results": folder / "results"}
+
+
+def test_experiments_all_runs_each_experiment_in_one_process(all_experiments):
+    lines = [line for line in all_experiments["stdout"].splitlines() if line.startswith("[")]
+    assert [line[1 : line.index("]")] for line in lines] == [name for name in EXPERIMENTS for _ in range(2)], lines
+    for name in EXPERIMENTS:
+        numbers = json.loads((all_experiments["results"] / f"exp_{name}.json").read_text())
+        printed = [line for line in lines if line.startswith(f"[{name}]")]
+        assert [f"[{name}] {line}" for line in numbers["conclusion"]] == printed, (numbers["conclusion"], printed)
+        with Image.open(all_experiments["results"] / f"exp_{name}.png") as figure:
+            assert figure.width > 400, name
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_lab_runs_experiments_all():
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", "-C", str(ROOT), "lab", "DATA=data/mnist.npz"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    commands = result.stdout.splitlines()
+    assert any(line.endswith("python experiments.py all --data data/mnist.npz") for line in commands), commands
+
+
+def test_experiment_sharing(all_experiments):
+    numbers = json.loads((all_experiments["results"] / "exp_sharing.json").read_text())["parameters"]
     values = list(numbers.values())
     assert values[0] == 32 * 9 + 32  # a 3×3 conv layer: 320 weights, wherever it looks
     assert values[1] == 784 * 26 * 26 * 32 + 26 * 26 * 32
     assert values[2] < values[3]  # pooling shrinks the classifier
 
 
-def test_experiment_stride(trained, lab_results):
-    sizes = run_experiment(trained, lab_results, "stride")["output_sizes"]
+def test_experiment_stride(all_experiments):
+    sizes = json.loads((all_experiments["results"] / "exp_stride.json").read_text())["output_sizes"]
     assert sizes["valid"] == {"1": [26, 26], "2": [13, 13], "3": [9, 9], "4": [7, 7]}
     assert sizes["same"] == {"1": [28, 28], "2": [14, 14], "3": [10, 10], "4": [7, 7]}
 
@@ -233,9 +306,7 @@ def test_report_in_a_real_browser(trained, lab_results, visualized, tmp_path):
     page = (lab_results / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 5 and "<table>" in page  # comparison + visualize's four
     assert "The CNN reaches" in page
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (.ci/run installs it)")
+    chromium, _ = find_chromium(driver=False)
     # Every image must decode in the browser: a script swaps the page for one line with the counts.
     probe = tmp_path / "probe.html"
     probe.write_text(

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -276,9 +277,10 @@ def test_each_epoch_leaves_one_whole_model_and_the_run_clears_them(tmp_path):
 
 
 # --- live.py (make live): the page first, then both scripts ------------------------------------------------------
-def start_live(tmp_path: Path, *flags: str) -> subprocess.Popen[str]:
+def start_live(tmp_path: Path, *flags: str, data: Path | None = None) -> subprocess.Popen[str]:
     """live.py in a folder of its own and a process group of its own, as a terminal runs it."""
-    return start("live.py", "--port", "0", *data_flags(), *flags, cwd=tmp_path, new_session=True)
+    data_flag = ["--data", str(data)] if data else data_flags()
+    return start("live.py", "--port", "0", *data_flag, *flags, cwd=tmp_path, new_session=True)
 
 
 def read_until(process: subprocess.Popen[str], fragment: str, limit: float = 300) -> list[str]:
@@ -357,8 +359,116 @@ def test_live_py_with_its_port_taken_is_one_line_and_trains_nothing(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
-def test_live_py_refuses_an_output_flag_after_the_double_dash(tmp_path):
+@pytest.mark.parametrize(
+    "given", [("--models-dir", "elsewhere"), ("--results-dir", "elsewhere"), ("--data", "x.npz"), ("--data=x.npz",)]
+)
+def test_live_py_refuses_a_folder_flag_after_the_double_dash(tmp_path, given):
+    """The page must watch where the scripts write and read: --models-dir, --results-dir and --data go to live.py."""
     from conftest import assert_one_line_error, run_script
 
-    result = run_script("live.py", "--", "--epochs", "2", "--models-dir", "elsewhere", cwd=tmp_path, timeout=120)
-    assert_one_line_error(result, 2, "give --models-dir before the --")
+    flags = ["--port", "0", *data_flags(), "--", "--epochs", "2", *given]  # a port and data of its own, were it let run
+    result = run_script("live.py", *flags, cwd=tmp_path, timeout=120)
+    assert_one_line_error(result, 2, f"give {given[0].split('=')[0]} before the --")
+    assert not (tmp_path / "models").exists()
+
+
+TINY = ("--train-size", "200", "--epochs", "1", "--batch-size", "128")
+
+
+def url_of(process: subprocess.Popen[str]) -> str:
+    return read_until(process, "the live page: http://127.0.0.1:")[-1].split("page: ", 1)[1].split()[0]
+
+
+def group_is_gone(process: subprocess.Popen[str]) -> bool:
+    """Nothing is left of the process group that live.py leads: not the page, not a training script."""
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def end_group(process: subprocess.Popen[str]) -> None:
+    """Whatever is left running (a failing test): gone, and live.py waited for."""
+    if not group_is_gone(process):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_side_by_side_trains_both_networks_at_once(tmp_path, small_npz):
+    process = start_live(tmp_path, "--side-by-side", "--", *TINY, data=small_npz)
+    models, together = tmp_path / "models", threading.Event()
+
+    def watch() -> None:  # both runs hold their locks at one moment: they train side by side
+        while process.poll() is None and not together.is_set():
+            if all(live.holder(models / f".{name}.lock") is not None for name in ("cnn", "dense")):
+                together.set()
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        url = url_of(process)
+        lines = read_until(process, "both networks are trained")
+        assert together.is_set(), "train_cnn.py and train_dense.py never ran at the same time"
+        assert {line.split(":")[0] for line in lines if ": test accuracy" in line} == {"cnn", "dense"}, lines
+        assert [network["state"] for network in status_of(url).values()] == ["finished", "finished"]
+        process.send_signal(signal.SIGTERM)  # `kill PID` ends the page: nothing is training any more
+        process.wait(timeout=60)
+        gone = group_is_gone(process)
+    finally:
+        end_group(process)
+    _, err = process.communicate(timeout=60)  # everything is gone: its pipes are closed
+    assert process.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == "live.py stopped (SIGTERM); the trained networks are in models/", err[-500:]
+    assert gone and (models / "cnn.keras").is_file() and (models / "dense.keras").is_file()
+
+
+def test_one_script_failing_stops_the_other_run_and_the_page(tmp_path, small_npz):
+    """--preset is train_cnn.py's alone: train_dense.py refuses it while train_cnn.py is on its way."""
+    flags = ("--preset", "fast", "--train-size", "5000", "--epochs", "5", "--batch-size", "128")
+    process = start_live(tmp_path, "--side-by-side", "--", *flags, data=small_npz)
+    try:
+        url = url_of(process)
+        process.wait(timeout=180)
+        gone = group_is_gone(process)
+    finally:
+        end_group(process)
+    _, err = process.communicate(timeout=60)  # everything is gone: its pipes are closed
+    assert process.returncode == 1, err[-3000:]
+    assert "train_dense.py: error: unrecognized arguments: --preset fast" in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        "error: train_dense.py ended with exit code 2 (its message is above); the page and the other run are "
+        "stopped too"
+    ), err[-3000:]
+    assert 'live.py", line' not in err, err[-3000:]  # no traceback of its own
+    assert gone, "a process live.py started still runs"  # train_cnn.py among them: it needs far longer to train
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "status", timeout=5)
+    assert not (tmp_path / "models" / "cnn.keras").exists()
+
+
+def test_sigterm_to_live_py_stops_the_training_and_the_page_in_one_line(tmp_path, small_npz):
+    process = start_live(tmp_path, "--", "--train-size", "5000", "--epochs", "5", "--batch-size", "128", data=small_npz)
+    lock = tmp_path / "models" / ".cnn.lock"
+    try:
+        url = url_of(process)
+        read_until(process, "Epoch 1/5")  # train_cnn.py is in fit(), where a signal waits for the step's end
+        assert live.holder(lock), "train_cnn.py trains without holding its lock"
+        process.send_signal(signal.SIGTERM)  # `kill PID` on live.py alone: a service manager, a CI timeout
+        process.wait(timeout=120)
+        gone = group_is_gone(process)
+    finally:
+        end_group(process)
+    _, err = process.communicate(timeout=60)  # everything is gone: its pipes are closed
+    assert process.returncode == 143, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    ours = [line for line in err.splitlines() if line.startswith("stopped (SIGTERM): the page and the training")]
+    assert len(ours) == 1 and err.strip().splitlines()[-1] == ours[0], err[-3000:]
+    assert gone and live.holder(lock) is None, "a process live.py started still runs"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "status", timeout=5)
+
+
+def status_of(url: str) -> dict:
+    with urllib.request.urlopen(url + "status", timeout=30) as response:
+        return json.loads(response.read())["networks"]

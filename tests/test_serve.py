@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
+import shutil
 import signal
+import socket
+import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SMALL_EPOCHS, STROKES, assert_one_line_error, draw, output_flags, run_script, start
+from conftest import (
+    ROOT,
+    SMALL_EPOCHS,
+    STROKES,
+    assert_one_line_error,
+    data_flags,
+    draw,
+    output_flags,
+    run_script,
+    start,
+)
 
 from mnistlab.images import canvas_png
-from mnistlab.server import NO_NETWORK
+from mnistlab.server import NO_NETWORK, DemoServer
 
 DOCS = ROOT / "docs"
 
@@ -34,7 +49,7 @@ def server(trained, tmp_path_factory):
         process.kill()
         pytest.fail(f"serve.py did not start: {line!r} {process.communicate()[1][-3000:]}")
     url = line.split(" on ", 1)[1].split()[0]
-    yield {"url": url, "process": process, "port": int(url.rsplit(":", 1)[1].strip("/"))}
+    yield {"url": url, "process": process, "port": int(url.rsplit(":", 1)[1].strip("/")), "results": results}
     process.send_signal(signal.SIGINT)  # Ctrl-C is how a server is meant to end: exit 0, one line
     _, err = process.communicate(timeout=30)
     assert process.returncode == 0 and err.strip().splitlines()[-1] == "serve.py stopped", err[-2000:]
@@ -108,7 +123,57 @@ def test_real_digit_as_pixels_and_as_a_canvas_png(server, mnist, index):
     status, as_png = post(server["url"], {"image": data_url(canvas_png(mnist.x_test[index]))})
     assert status == 200, as_png
     assert as_png["cnn"]["label"] == label
+    assert as_pixels["dense"]["label"] == label and as_png["dense"]["label"] == label  # both networks answer
     assert np.array(as_png["preprocessed"]).max() == 255  # prepared: white ink on black
+
+
+# --- what an answer shows: saliency, shifts ---------------------------------------------------------------------
+def within(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """``mask`` grown by ``pixels`` in every direction, diagonals included."""
+    grown = mask.copy()
+    for _ in range(pixels):
+        padded, grown = np.pad(grown, 1), np.zeros_like(mask)
+        for dy in range(3):
+            for dx in range(3):
+                grown |= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
+    return grown
+
+
+def test_saliency_is_there_and_the_cnns_lies_on_the_ink(server, mnist):
+    """Which pixels each answer depends on: both maps hold something; the CNN's gathers on and around the strokes,
+    the dense network's reaches further over the empty paper (as the page's note says)."""
+    near_ink: dict[str, list[float]] = {"cnn": [], "dense": []}
+    for index in EASY:
+        digit = mnist.x_test[index]
+        status, answer = post(server["url"], {"pixels": digit.tolist()})
+        assert status == 200, answer
+        near = within(digit > 0, 2)  # the strokes and 2 pixels around them: a quarter to a half of the field here
+        for name, fractions in near_ink.items():
+            saliency = np.array(answer[name]["saliency"])
+            assert saliency.min() >= 0 and saliency.max() == 1.0, name  # scaled by its largest value: not all zero
+            assert (saliency > 0.1).sum() >= 10, name  # not one stray pixel
+            fractions.append(saliency[near].sum() / saliency.sum())
+        assert near_ink["cnn"][-1] > near.mean() + 0.15, (index, near_ink["cnn"][-1], near.mean())
+    assert np.mean(near_ink["cnn"]) > 0.6, near_ink  # most of the CNN's saliency lies on or next to the ink
+    assert np.mean(near_ink["cnn"]) > np.mean(near_ink["dense"]) + 0.05, near_ink
+
+
+def test_each_shift_is_the_answer_to_the_digit_moved_that_far(server, mnist):
+    """Row k of `shifted` is what both networks answer to the digit moved k pixels right and down (sent as pixels,
+    which are used as they are): every shift is another input."""
+    digit = mnist.x_test[0]
+    _, answer = post(server["url"], {"pixels": digit.tolist()})
+    rows = answer["shifted"]
+    for row in rows:
+        moved = np.zeros_like(digit)
+        moved[row["shift"] :, row["shift"] :] = digit[: 28 - row["shift"], : 28 - row["shift"]]
+        status, direct = post(server["url"], {"pixels": moved.tolist()})
+        assert status == 200, direct
+        for name in ("cnn", "dense"):
+            assert row[name]["label"] == direct[name]["label"], (row, name)
+            assert row[name]["confidence"] == pytest.approx(max(direct[name]["probabilities"]), abs=1e-3), (row, name)
+    for name in ("cnn", "dense"):  # and the answers move with it
+        assert len({(row[name]["label"], row[name]["confidence"]) for row in rows}) > 1, rows
 
 
 def too_big() -> bytes:
@@ -187,6 +252,173 @@ def test_unknown_path_is_404_and_links_show_what_exists(server):
     status, body = raw(server, "GET", "/results/comparison.png")
     assert status == 200 and body.startswith(b"\x89PNG")
     assert raw(server, "GET", "/results/report.html")[0] == 404  # not made: not served
+
+
+def test_post_without_content_length_is_411(server):
+    status, body = raw(server, "POST", "/predict")  # no body, no Content-Length
+    assert status == 411 and json.loads(body) == {"error": "a Content-Length header is required"}, body
+    still_up(server)
+
+
+@pytest.mark.parametrize("path", ["status", "", "predict/", "results/comparison.png"])
+def test_post_to_another_path_is_404(server, mnist, path):
+    status, answer = post(server["url"], {"pixels": mnist.x_test[0].tolist()}, path=path)
+    assert status == 404 and answer == {"error": "POST goes to /predict"}, answer
+
+
+def snapshot(*folders: Path) -> dict[Path, tuple[int, int]]:
+    """Every file and folder below ``folders`` (hidden ones too), with its size and modification time."""
+    found = [*folders, *(path for folder in folders for path in folder.rglob("*"))]
+    return {path: (path.stat().st_size, path.stat().st_mtime_ns) for path in found}
+
+
+def test_no_request_writes_a_file(server, trained, mnist):
+    folders = (trained["models"], server["results"])
+    before = snapshot(*folders)
+    assert len(before) > 4, before  # the models, the records, comparison.png
+    for path in ("/", "/app.js", "/status", "/results/comparison.png", "/results/report.html", "/../x", "/nothing"):
+        raw(server, "GET", path)
+    raw(server, "PUT", "/predict")
+    canvas = data_url(canvas_png(mnist.x_test[2]))
+    for body in ({"pixels": mnist.x_test[1].tolist()}, {"image": canvas}, b"{x", too_big()):
+        post(server["url"], body)
+    assert snapshot(*folders) == before
+
+
+@contextlib.contextmanager
+def serving(models: Path, results: Path):
+    """serve.py's server in this process, on a free port of 127.0.0.1: for tests that change what is behind it."""
+    httpd = DemoServer(("127.0.0.1", 0), models, results)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def status_of(url: str) -> dict:
+    with urllib.request.urlopen(url + "status", timeout=30) as response:
+        return json.loads(response.read())["networks"]
+
+
+class FailsOnce:
+    """An explainer whose first answer fails, as a bug deep inside it would; then it answers as before."""
+
+    def __init__(self, explainer) -> None:
+        self.explainer, self.failed = explainer, False
+
+    def explain(self, digit: np.ndarray) -> dict:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a fault deep inside the handler")
+        return self.explainer.explain(digit)
+
+
+def test_a_fault_inside_the_handler_is_500_and_the_next_request_is_answered(trained, tmp_path, mnist, capsys):
+    with serving(trained["models"], tmp_path) as httpd:
+        httpd.explainer = FailsOnce(httpd.explainer)
+        status, answer = post(httpd.url, {"pixels": mnist.x_test[0].tolist()})
+        assert status == 500 and answer == {"error": "internal error (RuntimeError)"}, answer
+        status, answer = post(httpd.url, {"pixels": mnist.x_test[0].tolist()})
+        assert status == 200 and answer["cnn"]["label"] == answer["dense"]["label"] == 7, answer
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("serve.py:")]
+    assert said == ["serve.py: /predict failed: RuntimeError: a fault deep inside the handler"]
+
+
+def test_host_is_honoured_and_sigterm_ends_the_server_in_one_line(tmp_path):
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.2", 0))
+        except OSError:
+            pytest.skip("127.0.0.2 is not a loopback address here")
+    process = start("serve.py", "--host", "127.0.0.2", "--port", "0", *output_flags(tmp_path))
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("serving the CNN and the dense network on http://127.0.0.2:"), line
+        url = line.split(" on ", 1)[1].split()[0]
+        assert status_of(url)["cnn"]["state"] == "not started"
+        with pytest.raises(urllib.error.URLError):  # nothing listens on 127.0.0.1 at that port
+            status_of(url.replace("127.0.0.2", "127.0.0.1"))
+        process.send_signal(signal.SIGTERM)  # `kill PID`: a service manager stopping it
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "serve.py stopped", err[-2000:]
+    assert err.count("stopped") == 1, err[-2000:]
+
+
+# --- safe mode: a model file that holds code is refused ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def code_in_a_model(trained, tmp_path_factory):
+    """The trained models and records, but cnn.keras replaced by a model holding code (a Lambda layer's Python
+    function): what a downloaded .keras file can carry. Loading it outside safe mode would run that code."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("code-in-a-model")
+    models, results = folder / "models", folder / "results"
+    shutil.copytree(trained["models"], models)
+    shutil.copytree(trained["results"], results)
+    inputs = keras.Input((28, 28, 1))
+    scaled = keras.layers.Lambda(lambda images: images / 255.0, name="code")(inputs)
+    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(scaled))).save(
+        models / "cnn.keras"
+    )
+    return {"models": models, "results": results}
+
+
+@pytest.mark.parametrize("script", ["compare.py", "predict.py"])
+def test_a_model_holding_code_is_refused_in_one_line(code_in_a_model, script, tmp_path, mnist):
+    models = ["--models-dir", str(code_in_a_model["models"])]
+    if script == "compare.py":  # it reads the runs' records first
+        records = shutil.copytree(code_in_a_model["results"], tmp_path / "r")
+        args = [*models, "--results-dir", str(records), *data_flags()]
+    else:
+        (tmp_path / "seven.png").write_bytes(canvas_png(mnist.x_test[0]))
+        args = [str(tmp_path / "seven.png"), *models, "--results-dir", str(tmp_path / "r")]
+    result = run_script(script, *args, timeout=300)
+    assert_one_line_error(result, 1, "cnn.keras", "Lambda")
+
+
+def test_the_page_refuses_a_model_holding_code_and_answers_with_the_other(code_in_a_model, mnist, capsys):
+    """serve.py's server (serve.py --bench loads the models as predict.py does): one line on its terminal, the
+    problem on the page, and the dense network answers alone."""
+    with serving(code_in_a_model["models"], code_in_a_model["results"]) as httpd:
+        networks = status_of(httpd.url)
+        assert networks["cnn"]["model"] is None and "Lambda" in networks["cnn"]["problem"], networks["cnn"]
+        assert networks["dense"]["model"]["final"] is True and networks["dense"]["problem"] is None
+        status, answer = post(httpd.url, {"pixels": mnist.x_test[0].tolist()})
+        assert status == 200 and "cnn" not in answer and answer["dense"]["label"] == 7, answer
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("serve.py:")]
+    assert len(said) == 1 and "cnn.keras is not a readable Keras model" in said[0] and "Lambda" in said[0], said
+
+
+# --- the page's rule: a stopped run's backup wins over the last finished model ---------------------------------
+def test_a_stopped_runs_backup_wins_over_the_last_finished_model(trained, tmp_path, mnist):
+    """A new run of train_cnn.py stopped after epoch 2 of 5 (Ctrl-C: its backup stays, its lock is gone), beside
+    the model and records of an earlier finished run: the page shows the stopped run, and its network answers."""
+    models, results = tmp_path / "models", tmp_path / "results"
+    backup = models / ".resume-cnn"
+    backup.mkdir(parents=True)
+    shutil.copytree(trained["results"], results)  # the finished run's records: 3 epochs, its test accuracy
+    shutil.copy(trained["models"] / "cnn.keras", models / "cnn.keras")
+    shutil.copy(trained["models"] / "cnn.keras", backup / "epoch-2.keras")
+    (backup / "config.json").write_text(json.dumps({"epochs": 5, "preset": "fast"}))
+    (backup / "history.csv").write_text(
+        "epoch,accuracy,epoch_seconds,loss,val_accuracy,val_loss\n0,0.9,2.0,0.3,0.91,0.3\n1,0.95,2.0,0.2,0.95,0.2\n"
+    )
+    epoch_file = (backup / "epoch-2.keras").stat()
+    with serving(models, results) as httpd:
+        cnn = status_of(httpd.url)["cnn"]
+        assert (cnn["state"], cnn["epoch"], cnn["epochs"]) == ("stopped", 2, 5), cnn
+        assert cnn["line"] == "stopped after epoch 2 of 5: run the same command with --resume to go on"
+        assert [row["epoch"] for row in cnn["history"]] == [1, 2] and cnn["test_accuracy"] is None
+        assert cnn["model"] == {"epoch": 2, "final": False, "version": f"{epoch_file.st_mtime_ns}-{epoch_file.st_size}"}
+        status, answer = post(httpd.url, {"pixels": mnist.x_test[0].tolist()})
+        assert status == 200 and answer["cnn"]["model"] == cnn["model"], answer.get("cnn", answer)
 
 
 def test_without_models_the_page_waits_for_training(tmp_path):

@@ -1,16 +1,20 @@
-"""`make` on an interpreter that cannot run the pinned requirements: one line saying what to do, not pip's errors."""
+"""`make` on an interpreter that cannot run the pinned requirements: one line saying what to do, not pip's errors;
+and the browser tests' own setup: Chromium missing is a skip on a laptop, a failure in CI."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import INSTALL_CHROMIUM, ROOT, find_chromium
 
 PYTHON_310 = Path("/root/.pyenv/versions/3.10.13/bin/python3")  # on this project's machines (pyenv)
+REFUSAL = "error: needs Python 3.11-3.13, found 3.10.13; install one and run: make PYTHON=python3.11"
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
@@ -19,22 +23,105 @@ def make(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def python_310_stand_in(folder: Path) -> Path:
+    """An executable that answers `-c CODE` as Python 3.10.13 would: this interpreter, with ``sys.version`` and
+    ``sys.version_info`` saying 3.10.13 before CODE runs. All that the Makefile's check asks of an interpreter."""
+    path = folder / "python3.10"
+    path.write_text(
+        f"#!{sys.executable}\n"
+        + textwrap.dedent(
+            """
+            import sys
+            if sys.argv[1:2] != ["-c"]:
+                sys.exit(f"this stand-in for Python 3.10 only runs -c CODE, not {sys.argv[1:]}")
+            code, sys.argv = sys.argv[2], ["-c", *sys.argv[3:]]
+            sys.version = "3.10.13 (a stand-in) [the test's interpreter underneath]"
+            sys.version_info = (3, 10, 13, "final", 0)
+            exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
+            """
+        )
+    )
+    path.chmod(0o755)
+    return path
+
+
+@needs_make
 def test_supported_python_passes_the_check():
     result = make("check-python", f"PYTHON={sys.executable}")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_make
+def test_python_310_stand_in_is_refused_with_what_to_do_before_any_venv(tmp_path):
+    """On every machine: the refusal of `make check-python`, and of `make setup` before it makes a venv."""
+    stand_in = python_310_stand_in(tmp_path)
+    asked = [stand_in, "-c", "import sys; print(sys.version_info[:2])"]
+    says = subprocess.run(asked, capture_output=True, text=True, check=False)
+    assert says.stdout.strip() == "(3, 10)", says  # what the check will see
+    result = make("check-python", f"PYTHON={stand_in}")
+    assert result.returncode != 0
+    assert REFUSAL in result.stderr.splitlines() and "Traceback" not in result.stderr, result.stderr
+    venv = tmp_path / "venv"
+    result = make("setup", f"PYTHON={stand_in}", f"VENV={venv}")
+    assert result.returncode != 0 and REFUSAL in result.stderr.splitlines(), result.stdout + result.stderr
+    assert not venv.exists()  # refused before `python -m venv` and pip
 
 
 @pytest.mark.skipif(not PYTHON_310.is_file() or shutil.which("make") is None, reason="no Python 3.10 here to try")
 def test_python_310_is_refused_with_what_to_do():
     result = make("check-python", f"PYTHON={PYTHON_310}")
     assert result.returncode != 0
-    assert "error: needs Python 3.11-3.13, found 3.10.13; install one and run: make PYTHON=python3.11" in result.stderr
+    assert REFUSAL in result.stderr
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@needs_make
 def test_missing_interpreter_is_named():
     result = make("check-python", "PYTHON=python3.99-not-here")
     assert result.returncode != 0
     assert "error: python3.99-not-here not found" in result.stderr
+
+
+# --- the browser tests' Chromium -----------------------------------------------------------------------------
+def fake_programs(folder: Path, *names: str) -> Path:
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_text("#!/bin/sh\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def outcome(**where) -> BaseException:
+    """What find_chromium raises when something is missing: pytest's skip or its failure, caught to be checked (a
+    skip that escaped would skip this test instead of failing it)."""
+    try:
+        find_chromium(**where)
+    except (pytest.skip.Exception, pytest.fail.Exception) as raised:
+        return raised
+    raise AssertionError(f"find_chromium found everything in {where}")
+
+
+@pytest.mark.parametrize(("driver", "missing"), [(True, "chromium and chromedriver"), (False, "chromium")])
+def test_chromium_missing_is_a_skip_on_a_laptop_and_a_one_line_failure_in_ci(tmp_path, monkeypatch, driver, missing):
+    empty = str(fake_programs(tmp_path / "bin"))
+    monkeypatch.delenv("CI", raising=False)
+    skipped = outcome(driver=driver, search_path=empty)
+    assert isinstance(skipped, pytest.skip.Exception), skipped
+    assert str(skipped).startswith(f"{missing} not found;") and INSTALL_CHROMIUM in str(skipped), skipped
+    monkeypatch.setenv("CI", "true")
+    failed = outcome(driver=driver, search_path=empty)
+    assert isinstance(failed, pytest.fail.Exception), f"under CI=true: {failed!r}"
+    assert str(failed).startswith(f"{missing} not found, and CI=true") and "\n" not in str(failed), failed
+    assert "apt-get install chromium chromium-driver" in str(failed)
+    assert failed.pytrace is False  # the line alone, not the helper's traceback
+
+
+def test_chromium_and_its_driver_are_found_on_the_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    folder = fake_programs(tmp_path / "bin", "chromium-browser", "chromedriver")
+    found = find_chromium(driver=True, search_path=str(folder))
+    assert found == (str(folder / "chromium-browser"), str(folder / "chromedriver"))
+    assert find_chromium(driver=False, search_path=str(folder)) == (str(folder / "chromium-browser"), None)
+    (folder / "chromedriver").unlink()
+    failed = outcome(driver=True, search_path=str(folder))
+    assert isinstance(failed, pytest.fail.Exception) and str(failed).startswith("chromedriver not found, and CI=true")
