@@ -5,8 +5,8 @@ everywhere (parameter sharing), and pooling keeps the strongest responses while 
 Read top to bottom: flags → data → the network → compile → fit → test → save. The code that keeps a
 run safe (Ctrl-C, a full disk, two runs at once) sits at the bottom, under its own heading.
 
-    python train_cnn.py                    # the default CNN: 99% test accuracy in 5 epochs
-    python train_cnn.py --preset best      # a deeper CNN on moved digits, 30 epochs: about 99.6%
+    python train_cnn.py                         # the default CNN: 99% test accuracy in 5 epochs
+    python train_cnn.py --preset best           # a deeper CNN, 30 epochs of moved digits: ~99.6%
     python train_cnn.py --data data/mnist.npz   # offline: python get_mnist.py writes it
 """
 
@@ -250,7 +250,7 @@ def save(model: keras.Model, record: dict, backup: str, args) -> None:
           f"{record['training_seconds']:.1f} s -> {path}", flush=True)
 
 
-def main(argv=None, stop=None, extra_callbacks=()) -> int:
+def main(argv=None, stop=None, extra_callbacks=()) -> int:  # the last two: run() and tools
     # Flags.
     args = parse_args(argv)
     stop = stop or StopBetweenSteps()  # Ctrl-C takes effect between two steps (see Safety)

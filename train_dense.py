@@ -216,7 +216,7 @@ def save(model: keras.Model, record: dict, backup: str, args) -> None:
           f"{record['training_seconds']:.1f} s -> {path}", flush=True)
 
 
-def main(argv=None, stop=None, extra_callbacks=()) -> int:
+def main(argv=None, stop=None, extra_callbacks=()) -> int:  # the last two: run() and tools
     # Flags.
     args = parse_args(argv)
     stop = stop or StopBetweenSteps()  # Ctrl-C takes effect between two steps (see Safety)
