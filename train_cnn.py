@@ -370,6 +370,7 @@ def check_and_lock(name: str, model: keras.Model, args, stop) -> str:
     stop.lock = hold_lock(os.path.join(args.models_dir, f".{name}.lock"), f"training run of {name}")
     stop.waiting = True  # from here on, a stop waits for the end of a step
     backup = os.path.join(args.models_dir, f".resume-{name}")
+    stop.backup = backup  # a failed write without a file's name (in fit()) is in there
     config = {**vars(args), "resume": True}
     if args.resume:  # the saved optimizer state only means something with the same flags
         try:
@@ -381,13 +382,11 @@ def check_and_lock(name: str, model: keras.Model, args, stop) -> str:
         if changed:
             fail("--resume needs the same flags as the interrupted run; these differ: "
                  + ", ".join("--" + key.replace("_", "-") for key in changed))
-        stop.backup = backup
         return backup
     if not remove_folder(backup):
         fail(f"cannot empty {backup}: another program has a file in it open (serve.py?); "
              "close it and run the same command again")
     os.makedirs(backup)
-    stop.backup = backup  # a failed write without a file's name (in fit()) is in there
     try:
         with open(os.path.join(backup, "config.json"), "w") as file:
             json.dump(config, file)
