@@ -65,6 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag("--val-split", type=float, default=0.1, help="share held out to validate")
     flag("--augment", action=argparse.BooleanOptionalAction, default=False,
          help="train on randomly moved digits")
+    flag("--label-smoothing", type=float, default=0.0,
+         help="share of the right label's 1 spread over the ten digits")
+    flag("--average-weights", action=argparse.BooleanOptionalAction, default=False,
+         help="end on the weights averaged over the last steps")
     flag("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto",
          help="auto: bfloat16 on CPUs with AMX-BF16 units (recent Xeons), float32 elsewhere")
     flag("--deterministic", action="store_true", help="same --seed, same history (slower)")
@@ -106,13 +110,13 @@ def load_data(path=None):
 
 
 def split_data(args, images, labels):
-    """The first --train-size images, with a channel axis (N, 28, 28, 1: one grey channel), and the
-    last --val-split share of them held out: fit() scores the network on these after every epoch,
-    to show whether it learns digits or memorises its training images."""
+    """The first --train-size images, with a channel axis (N, 28, 28, 1: one grey channel), their
+    labels one-hot, and the last --val-split share of them held out: fit() scores the network on
+    these after every epoch, to show whether it learns digits or memorises its training images."""
     if (args.train_size or 0) > len(images):
         fail(f"--train-size {args.train_size} is larger than the {len(images)} training images; "
              "use at most that")
-    images, labels = images[: args.train_size, ..., None], labels[: args.train_size]
+    images, labels = images[: args.train_size, ..., None], one_hot(labels[: args.train_size])
     held_out = max(1, round(len(images) * args.val_split)) if args.val_split else 0
     if held_out >= len(images):
         fail(f"only {len(images)} training images: too few to hold out a validation set; "
@@ -120,6 +124,12 @@ def split_data(args, images, labels):
     cut = len(images) - held_out
     print(f"training on {cut} images, validating on {held_out}", flush=True)
     return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
+
+
+def one_hot(labels):
+    """Each label as a row of ten numbers, 1 for the right digit and 0 for the others: what the
+    loss compares the ten probabilities with."""
+    return keras.utils.to_categorical(labels, 10)
 
 
 # The network: Flatten → [Dense(512) → ReLU → Dropout 0.5] × 2 → Dense: 670k parameters.
@@ -153,7 +163,17 @@ def augmentation() -> keras.Sequential:
 
 # Compile, which compiles nothing: it sets how the network learns (Adam, with a learning rate that
 # warms up and cools down), what it minimises (the cross-entropy: -log of the probability given to
-# the right digit; "sparse": the labels are plain 0-9) and what it reports (accuracy).
+# the right digit, its label a row of ten numbers, 1 for the digit) and what it reports (accuracy).
+def compile_model(model: keras.Model, args, steps: int) -> None:
+    """--label-smoothing 0.1 turns the label's 1 into 0.91 and each 0 into 0.01: a network never
+    quite certain overfits less. --average-weights keeps a running average of the weights over
+    about the last fifth of the steps (Adam's use_ema); fit() ends by putting it in the network."""
+    adam = keras.optimizers.Adam(one_cycle(args.learning_rate, steps), use_ema=args.average_weights,
+                                 ema_momentum=max(0.0, 1 - 5 / steps))
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
+    model.compile(optimizer=adam, loss=loss, metrics=["accuracy"])
+
+
 def one_cycle(peak: float, steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
     """The rate rises from 0 to ``peak`` over the first 10% of the steps (no large nudges while the
     weights are still random), then falls to 0 along half a cosine: small, careful last steps."""
@@ -233,9 +253,7 @@ def main(argv=None, stop=None, extra_callbacks=()) -> int:  # the last two: run(
         model = build_model(args.augment)
 
         # Compile: how it learns (Adam, a one-cycle rate) and what it minimises (see above).
-        steps = math.ceil(len(x_train) / batch) * args.epochs
-        model.compile(optimizer=keras.optimizers.Adam(one_cycle(args.learning_rate, steps)),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        compile_model(model, args, steps=math.ceil(len(x_train) / batch) * args.epochs)
     model.summary()
 
     # Fit, with a backup after every epoch; Ctrl-C (stop) takes effect after the backup.
@@ -246,15 +264,15 @@ def main(argv=None, stop=None, extra_callbacks=()) -> int:  # the last two: run(
               verbose=1 if sys.stdout.isatty() else 2)
 
     # Test, once, on the 10,000 images no step has seen: the loss, then compile()'s metrics.
-    test_loss, test_accuracy = model.evaluate(x_test[..., None], y_test, batch_size=2048,
+    test_loss, test_accuracy = model.evaluate(x_test[..., None], one_hot(y_test), batch_size=2048,
                                               callbacks=[stop], verbose=0)
 
     # Save the model and its records (then the backup folder goes).
-    save(model, {"name": "dense", **vars(args), "precision": precision, "test_loss": test_loss,
-                 "test_accuracy": test_accuracy, "test_images": len(x_test),
-                 "train_images": len(x_train), "validation_images": len(x_val),
-                 "global_batch_size": batch, "replicas": strategy.num_replicas_in_sync},
-         backup, args)
+    record = {"name": "dense", **vars(args), "precision": precision, "test_loss": test_loss,
+              "test_accuracy": test_accuracy, "test_images": len(x_test),
+              "train_images": len(x_train), "validation_images": len(x_val),
+              "global_batch_size": batch, "replicas": strategy.num_replicas_in_sync}
+    save(model, record, backup, args)
     return 0
 
 
@@ -277,6 +295,9 @@ def check_flags(parser: argparse.ArgumentParser, args) -> None:
         parser.error(f"--learning-rate must be greater than 0, got {args.learning_rate}")
     if not 0 <= args.val_split < 1:
         parser.error(f"--val-split must be at least 0 and less than 1, got {args.val_split}")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error("--label-smoothing must be at least 0 and less than 1, "
+                     f"got {args.label_smoothing}")
 
 
 def check_data(path, x_train, y_train, x_test, y_test) -> None:
@@ -310,6 +331,10 @@ def check_and_lock(name: str, model: keras.Model, args, stop) -> str:
     """Before training: writable folders with room for what the run writes, one run per models
     folder (``stop`` holds the lock), and the backup folder: emptied, or with --resume, left by an
     interrupted run with the same flags. Returns the backup folder."""
+    backup = os.path.join(args.models_dir, f".resume-{name}")
+    config = {**vars(args), "resume": True}
+    if args.resume:  # checked before any folder is made: a refused run creates nothing
+        check_resume(backup, config)
     folders = {"--models-dir": args.models_dir, "--results-dir": args.results_dir}
     if args.tensorboard:
         folders["--tensorboard"] = args.tensorboard
@@ -335,19 +360,8 @@ def check_and_lock(name: str, model: keras.Model, args, stop) -> str:
                  f"another {flag}")
     stop.lock = hold_lock(os.path.join(args.models_dir, f".{name}.lock"), f"training run of {name}")
     stop.waiting = True  # from here on, a stop waits for the end of a step
-    backup = os.path.join(args.models_dir, f".resume-{name}")
     stop.backup = backup  # a failed write without a file's name (in fit()) is in there
-    config = {**vars(args), "resume": True}
-    if args.resume:  # the saved optimizer state only means something with the same flags
-        try:
-            with open(os.path.join(backup, "config.json")) as file:
-                saved = json.load(file)
-        except (OSError, ValueError):
-            fail(f"nothing to resume in {backup}; run the command without --resume")
-        changed = [key for key in config if saved.get(key) != config[key] and key != "tensorboard"]
-        if changed:
-            fail("--resume needs the same flags as the interrupted run; these differ: "
-                 + ", ".join("--" + key.replace("_", "-") for key in changed))
+    if args.resume:
         return backup
     if not remove_folder(backup):
         fail(f"cannot empty {backup}: another program has a file in it open (serve.py?); "
@@ -360,6 +374,19 @@ def check_and_lock(name: str, model: keras.Model, args, stop) -> str:
         error.filename = error.filename or file.name
         raise
     return backup
+
+
+def check_resume(backup: str, config: dict) -> None:
+    """The saved optimizer state only means something with the same flags (--tensorboard aside)."""
+    try:
+        with open(os.path.join(backup, "config.json")) as file:
+            saved = json.load(file)
+    except (OSError, ValueError):
+        fail(f"nothing to resume in {backup}; run the command without --resume")
+    changed = [key for key in config if saved.get(key) != config[key] and key != "tensorboard"]
+    if changed:
+        fail("--resume needs the same flags as the interrupted run; these differ: "
+             + ", ".join("--" + key.replace("_", "-") for key in changed))
 
 
 def choose_devices_and_precision(args) -> tuple:

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from mnistlab.data import INPUT_SHAPE
 from mnistlab.images import shift
-from mnistlab.inference import feature_map_layers
+from mnistlab.inference import feature_map_layers, network_inside
 
 SHIFTS = tuple(range(7))  # pixels right and down; 0 is the digit as the networks normally see it
 FEATURE_MAPS = 3  # the first three ReLU / pooling outputs: after conv1, after pooling, after conv2
@@ -83,15 +83,17 @@ class Explainer:
 def analyser(model: keras.Model, feature_maps: int):
     """A compiled ``images -> (probabilities, d top-probability / d pixels, {layer: feature maps})``."""
     wanted = feature_map_layers(model)[:feature_maps]
-    probe = keras.Model(model.inputs, [model.output, *[layer.output for layer in wanted]])
+    network = network_inside(model)  # the feature maps are its layers' (a model of shifted views holds it)
+    probe = keras.Model(network.inputs, [layer.output for layer in wanted]) if wanted else None
     names = [layer.name for layer in wanted]
 
     @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)])
     def analyse(images: tf.Tensor):
         with tf.GradientTape() as tape:
             tape.watch(images)
-            probabilities, *maps = tf.nest.flatten(probe(images, training=False))  # one output comes unlisted
+            probabilities = model(images, training=False)
             top = tf.reduce_max(tf.cast(probabilities, tf.float32), axis=1)
+        maps = tf.nest.flatten(probe(images, training=False)) if probe else []  # one output comes unlisted
         return probabilities, tape.gradient(top, images), dict(zip(names, maps, strict=True))
 
     return analyse

@@ -23,14 +23,24 @@ def load_saved_models(models_dir: str | os.PathLike[str]) -> dict[str, keras.Mod
     }
 
 
+def network_inside(model: keras.Model) -> keras.Model:
+    """The network that does the work: ``model`` itself, or the one it holds as a layer and averages over shifted
+    views of the digit (train_cnn.py --preset best, ``with_shifted_views``)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and any(isinstance(inner, keras.layers.Conv2D) for inner in layer.layers):
+            return layer
+    return model
+
+
 def first_conv_kernels(model: keras.Model) -> tuple[keras.layers.Layer, np.ndarray]:
     """The first Conv2D layer and its kernels as ``(filters, height, width)``, for a one-channel input."""
-    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    conv = next(layer for layer in network_inside(model).layers if isinstance(layer, keras.layers.Conv2D))
     return conv, np.moveaxis(np.asarray(conv.kernel)[:, :, 0, :], -1, 0)
 
 
 def feature_map_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The layers whose outputs are a CNN's feature maps: every ReLU and max-pooling (every Conv2D if the model
-    has neither, e.g. activations inside the convolutions)."""
-    wanted = [layer for layer in model.layers if isinstance(layer, keras.layers.ReLU | keras.layers.MaxPooling2D)]
-    return wanted or [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    has neither, e.g. activations inside the convolutions); for a model of shifted views, its network's."""
+    layers = network_inside(model).layers
+    wanted = [layer for layer in layers if isinstance(layer, keras.layers.ReLU | keras.layers.MaxPooling2D)]
+    return wanted or [layer for layer in layers if isinstance(layer, keras.layers.Conv2D)]

@@ -30,7 +30,7 @@ import numpy as np
 
 import compare
 from mnistlab.explain import Explainer
-from mnistlab.inference import first_conv_kernels
+from mnistlab.inference import first_conv_kernels, network_inside
 from mnistlab.records import pid_alive
 
 TEMPLATES_SHOWN = 10  # dense units whose first-layer weights the page draws as 28×28 images
@@ -177,7 +177,7 @@ def newest_epoch_file(folder: Path) -> tuple[Path, int] | None:
 def first_layer(model: keras.Model) -> dict[str, Any] | None:
     """What the first layer has learned, as small images scaled to -1…1 (each by its own largest weight): every
     kernel of a CNN's first convolution, or the 784 input weights of a few units of a dense network's first layer."""
-    if any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers):
+    if any(isinstance(layer, keras.layers.Conv2D) for layer in network_inside(model).layers):
         conv, kernels = first_conv_kernels(model)
         return {"kind": "kernels", "layer": conv.name, "images": [scaled(kernel) for kernel in kernels]}
     for layer in model.layers:
