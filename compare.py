@@ -88,6 +88,9 @@ def load_model(path: str, made_by: str) -> keras.Model:
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # not a zip, cut off, not a Keras model, holding code
+        if "safe_mode=False" in str(error):  # Keras' own words when a file holds Python code
+            fail(f"{path} holds Python code (a Lambda layer), which safe mode does not run; "
+                 f"run `{made_by}` again, or load it yourself only if you trust where it came from")
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
         fail(f"{path} is not a readable Keras model ({detail}); run `{made_by}` again")
     shape = tuple(model.input_shape[1:])

@@ -9,6 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -72,11 +74,14 @@ def run_script(
     )
 
 
-def start(script: str, *args: str, cwd: Path | None = None, new_session: bool = False) -> subprocess.Popen[str]:
+def start(
+    script: str, *args: str, cwd: Path | None = None, new_session: bool = False, prelude: str = ""
+) -> subprocess.Popen[str]:
     """Start a top-level script in the background (Ctrl-C reaches it, as in a terminal), its output piped. With
-    ``new_session``, in a process group of its own, as a terminal runs it: Ctrl-C there reaches the whole group."""
+    ``new_session``, in a process group of its own, as a terminal runs it: Ctrl-C there reaches the whole group.
+    ``prelude``: Python code run first in the script's process (a test's own hook: see fit_hook)."""
     return subprocess.Popen(
-        [sys.executable, "-c", AS_IN_A_TERMINAL, str(ROOT / script), *args],
+        [sys.executable, "-c", f"{prelude}\n{AS_IN_A_TERMINAL}", str(ROOT / script), *args],
         cwd=cwd or ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -101,6 +106,104 @@ def wait_for_epochs(backup: Path, count: int, process: subprocess.Popen[str], li
             pass  # not written yet, or being written
         time.sleep(0.05)
     pytest.fail("training did not reach the epoch in time")
+
+
+def program(process: subprocess.Popen[str]) -> str:
+    """The script a process runs, for messages: the first .py among its arguments."""
+    return next((Path(arg).name for arg in map(str, process.args) if arg.endswith(".py")), str(process.args))
+
+
+def read_line(process: subprocess.Popen[str], deadline: float, waiting_for: str) -> str:
+    """The next line of ``process``'s output ("" once it ends), read by the ``deadline`` (a time.monotonic() value).
+    A process that goes quiet fails the test, saying what it waited for, instead of stalling the suite; it is
+    killed then (pytest-timeout's limit is only the backstop)."""
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(max(0.0, deadline - time.monotonic()))
+    if reader.is_alive():
+        process.kill()
+        pytest.fail(f"{program(process)} printed no line in time: waiting for {waiting_for}", pytrace=False)
+    return line[0]
+
+
+def read_until(process: subprocess.Popen[str], fragment: str, limit: float = 300) -> list[str]:
+    """``process``'s lines up to the first that holds ``fragment``, within ``limit`` seconds: the test fails if the
+    process ends or goes quiet first."""
+    lines, deadline = [], time.monotonic() + limit
+    while not lines or fragment not in lines[-1]:
+        line = read_line(process, deadline, repr(fragment))
+        if not line:  # its output ended: it has ended, or is ending
+            pytest.fail(f"{program(process)} ended before {fragment!r}: {lines[-20:]} {last_words(process)}")
+        lines.append(line)
+    return lines
+
+
+def last_words(process: subprocess.Popen[str], limit: float = 10) -> str:
+    """The exit code and the end of stderr of a process that has ended or is ending, for a failure's message; read
+    with a deadline (a child it started may still hold its stderr)."""
+    try:
+        code = process.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        return "(still running)"
+    err: list[str] = []
+    if process.stderr:
+        reader = threading.Thread(target=lambda: err.append(process.stderr.read()), daemon=True)
+        reader.start()
+        reader.join(limit)
+    return f"(exit {code}) {''.join(err)[-3000:]}"
+
+
+# A test's own hook in a script's process, for a handshake instead of a sleep: the hook says where the script is (a
+# line on stdout, or a file) and holds it there until the test has done what it came to do, at any machine speed.
+HOOK_TOOLS = '''
+import pathlib, signal, sys, time
+import keras
+
+
+def say(text):
+    print(f"hook: {text}", flush=True)
+
+
+def wait_until(condition, limit=300.0):
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"hook: the test never answered in {limit:.0f} s")
+        time.sleep(0.01)
+
+
+def noted_signal():
+    """A signal that the script's handler has noted and not acted on yet: StopBetweenSteps' (a stop waits for the
+    step's end), or the first that SignalsHeld noted (the final save's renames); else 0."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        owner = getattr(signal.getsignal(signum), "__self__", None)
+        noted = getattr(owner, "signum", 0) or (getattr(owner, "noted", None) or [0])[0]
+        if noted:
+            return noted
+    return 0
+'''
+HOOK_FIT = """
+_fit = keras.Model.fit
+def _fit_with_the_tests_hook(self, *args, callbacks=None, **kwargs):
+    return _fit(self, *args, callbacks=[*(callbacks or []), Hook()], **kwargs)
+keras.Model.fit = _fit_with_the_tests_hook
+"""
+
+
+def fit_hook(hook: str, **values) -> str:
+    """Python code for a script's process (start(prelude=...), or a runpy wrapper): ``hook`` defines a Keras callback
+    class ``Hook`` (with HOOK_TOOLS and ``values`` as globals), which every fit() of the script gets after its own
+    callbacks: it sees each epoch's files written and each step's stop checked before it runs."""
+    constants = "\n".join(f"{name} = {value!r}" for name, value in values.items())
+    return "\n".join([HOOK_TOOLS, constants, textwrap.dedent(hook), HOOK_FIT])
+
+
+def moved(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """``images`` (N, 28, 28, 1) moved ``rows`` pixels up and ``columns`` left, black paper coming in: what
+    train_cnn.with_shifted_views shows its network for the shift (rows, columns)."""
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return padded[:, 1 + rows : 29 + rows, 1 + columns : 29 + columns]
 
 
 def output_flags(folder: Path) -> list[str]:

@@ -29,21 +29,32 @@ def compared(trained, tmp_path_factory):
     return result, results
 
 
-def test_table_in_terminal(compared):
-    out = compared[0].stdout
-    for label in (
-        "test accuracy",
-        "errors / 10,000",
-        "parameters",
-        "model file size",
-        "training time",
-        "time per epoch",
-        "inference throughput",
-        "one-image latency",
-    ):
-        assert label in out, label
-    assert "CNN" in out and "DENSE" in out
-    assert "fewer errors" in out
+def test_table_in_terminal(compared, trained):
+    """Every cell of the table, in the CNN's column and the dense network's: the numbers of comparison.json, as the
+    README shows them, and those numbers are the models' and their records' (the file sizes, the training times);
+    the sentence under the table names the network that made fewer errors."""
+    out, payload = compared[0].stdout, json.loads((compared[1] / "comparison.json").read_text())
+    cells = table_cells(out)
+    expected = {
+        "test accuracy": "{test_accuracy:.2%}",
+        "errors / 10,000 test images": "{test_errors:,}",
+        "parameters": "{parameters:,}",
+        "model file size": "{model_file_kib:,.0f} KiB",
+        "training time": "{training_seconds:.1f} s",
+        "time per epoch": "{seconds_per_epoch:.2f} s",
+        "inference throughput": "{images_per_second:,.0f} images/s",
+        "one-image latency": "{latency_ms:.2f} ms",
+    }
+    rows = [payload["models"]["cnn"], payload["models"]["dense"]]  # the header's order: CNN, then DENSE
+    assert cells == {label: [cell.format(**row) for row in rows] for label, cell in expected.items()}, out
+    for name, row in zip(("cnn", "dense"), rows, strict=True):
+        record = json.loads((trained["results"] / f"{name}_run.json").read_text())
+        assert row["model_file_kib"] == (trained["models"] / f"{name}.keras").stat().st_size / 1024, name
+        assert (row["training_seconds"], row["epochs"]) == (record["training_seconds"], record["epochs"]), name
+        assert row["seconds_per_epoch"] == pytest.approx(record["training_seconds"] / record["epochs"]), name
+        assert row["parameters"] == record["parameters"] and row["images_per_second"] > 0 < row["latency_ms"]
+    winner = "The CNN makes" if rows[0]["test_errors"] <= rows[1]["test_errors"] else "The dense network makes"
+    assert check_table_and_sentence(out, payload).startswith(winner), out
 
 
 def test_json_has_every_number(compared, trained):

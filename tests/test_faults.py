@@ -11,12 +11,23 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import keras
 import pytest
-from conftest import AS_IN_A_TERMINAL, ROOT, SMALL_BATCH, data_flags, output_flags, run_script, start, wait_for_epochs
+from conftest import (
+    AS_IN_A_TERMINAL,
+    HOOK_TOOLS,
+    ROOT,
+    SMALL_BATCH,
+    data_flags,
+    fit_hook,
+    output_flags,
+    read_until,
+    run_script,
+    start,
+    wait_for_epochs,
+)
 from test_reliability import backed_up, first_epoch_line
 
 QUICK = ["--train-size", "3000", "--epochs", "2", "--batch-size", str(SMALL_BATCH), *data_flags()]
@@ -64,13 +75,21 @@ def shared_code(script: str) -> dict[str, str]:
         "startup": text[text.index('if __name__ == "__main__":') : text.index("\nimport keras")],
     }
     for node in ast.parse(text).body:
-        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name not in ("build_model", "build_best_model"):
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name not in CNN_ONLY:
             code[node.name] = ast.dump(AsTheDenseMain().visit(node) if node.name == "main" else node)
     return code
 
 
+CNN_ONLY = ("build_model", "build_best_model", "with_shifted_views")  # the networks, and the best preset's views
+
+
 class AsTheDenseMain(ast.NodeTransformer):
-    """train_cnn.main as train_dense.main reads: "dense" for "cnn", build_model() for the preset's choice."""
+    """train_cnn.main as train_dense.main reads: "dense" for "cnn", build_model() for the preset's choice, and no
+    shifted views."""
+
+    def visit_With(self, node):
+        views = any(getattr(n, "id", None) == "with_shifted_views" for n in ast.walk(node))
+        return None if views else self.generic_visit(node)
 
     def visit_Constant(self, node):
         return ast.Constant("dense") if node.value == "cnn" else node
@@ -461,16 +480,19 @@ def test_signals_that_nohup_and_a_background_job_ignore_stay_ignored(tmp_path):
     ignored SIGINT. The script keeps both ignored, while TensorFlow loads and while it trains, and the run
     finishes."""
     args = ["--train-size", "2000", "--epochs", "2", "--batch-size", "64", *output_flags(tmp_path), *data_flags()]
+    runner = holding_tensorflows_import(tmp_path / "go on") + RUN_AS_MAIN
+    command = [sys.executable, "-c", runner, str(ROOT / "train_dense.py"), *args]
     process = subprocess.Popen(
-        ["sh", "-c", 'trap "" INT; exec nohup "$@"', "sh", sys.executable, str(ROOT / "train_dense.py"), *args],
+        ["sh", "-c", 'trap "" INT; exec nohup "$@"', "sh", *command],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)  # Python has started, TensorFlow is loading
+    read_until(process, "hook: importing tensorflow", limit=120)  # its start-up block has run: TensorFlow loads
     for stop in (signal.SIGINT, signal.SIGHUP):
-        process.send_signal(stop)
+        process.send_signal(stop)  # an ignored signal is dropped as it is sent: the import may go on at once
+    (tmp_path / "go on").touch()
     wait_for_epochs(tmp_path / "models" / ".resume-dense", 1, process)
     for stop in (signal.SIGINT, signal.SIGHUP):
         process.send_signal(stop)
@@ -480,23 +502,63 @@ def test_signals_that_nohup_and_a_background_job_ignore_stay_ignored(tmp_path):
     assert "Epoch 2/2" in out and (tmp_path / "models" / "dense.keras").is_file()
 
 
+RUN_AS_MAIN = "\nimport runpy, sys\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
+
+
+def holding_tensorflows_import(release: Path) -> str:
+    """Python code for a script's process: the first import of TensorFlow (inside the script's `import keras`, after
+    its start-up block has set its handlers) says so on stdout and is held there until ``release`` exists (or two
+    minutes pass). A signal sent on that line lands while TensorFlow is still importing, at any machine speed."""
+    return textwrap.dedent(f"""
+        import importlib.abc, os, sys, time
+
+
+        class HoldTensorFlowsImport(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "tensorflow":
+                    sys.meta_path.remove(self)
+                    print("hook: importing tensorflow", flush=True)
+                    deadline = time.monotonic() + 120
+                    while time.monotonic() < deadline and not os.path.exists({str(release)!r}):
+                        time.sleep(0.01)
+                return None
+
+
+        sys.meta_path.insert(0, HoldTensorFlowsImport())
+    """)
+
+
 @pytest.mark.parametrize("script", ["train_cnn.py", "compare.py"])
 def test_sigterm_while_tensorflow_is_still_importing(tmp_path, script):
-    process = start(script, *output_flags(tmp_path))
-    time.sleep(1.0)  # Python and the script's first lines are in; TensorFlow's import takes seconds more
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
+    """SIGTERM while the script's `import keras` is loading TensorFlow (held there until the signal comes): one
+    line, exit 143, nothing written."""
+    process = start(script, *output_flags(tmp_path), prelude=holding_tensorflows_import(tmp_path / "never"))
+    try:
+        read_until(process, "hook: importing tensorflow", limit=120)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 143, err[-2000:]
     assert last_error_line(err) == "stopped (SIGTERM) while starting: nothing was written; run the same command again"
     assert not (tmp_path / "models").exists() and not (tmp_path / "results").exists()
 
 
+IN_EPOCH_1_UNTIL_A_STOP = """
+class Hook(keras.callbacks.Callback):  # the first step of epoch 1 done: said, and held until the stop is noted
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            say("in epoch 1")
+            wait_until(noted_signal)
+"""
+
+
 def test_sigterm_before_the_first_backup_says_to_start_again(tmp_path):
-    args = ["--train-size", "8000", "--epochs", "3", "--batch-size", "32", *output_flags(tmp_path), *data_flags()]
-    process = start("train_cnn.py", *args)
-    for line in process.stdout:
-        if line.startswith("Epoch 1/3"):
-            break
+    args = ["--train-size", "2000", "--epochs", "3", "--batch-size", "32", *output_flags(tmp_path), *data_flags()]
+    process = start("train_cnn.py", *args, prelude=fit_hook(IN_EPOCH_1_UNTIL_A_STOP))
+    read_until(process, "hook: in epoch 1")
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err[-2000:]
@@ -504,6 +566,94 @@ def test_sigterm_before_the_first_backup_says_to_start_again(tmp_path):
     line = last_error_line(err)
     expected = "nothing was half-written; no epoch was backed up yet: run the same command again"
     assert line == f"stopped (SIGTERM) in epoch 1 of 3: {expected}", line
+
+
+HELD_IN_A_STEP = """
+class Hook(keras.callbacks.Callback):  # the third step of epoch 1 goes on and on, as a long step would
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 2:
+            say("in a step")
+            wait_until(noted_signal)
+            say("the first Ctrl-C is noted; the step goes on")
+            wait_until(lambda: False, limit=60)  # only the second Ctrl-C ends it
+"""
+
+
+def test_a_second_ctrl_c_acts_at_once(tmp_path):
+    """Once a run holds its lock, Ctrl-C waits for the end of the step (a step cut inside TensorFlow's code can break
+    it); a second Ctrl-C acts at once, inside the step. The test's hook holds a step, as a very long one would go on:
+    the first Ctrl-C is noted and the step goes on; the second ends the run, in one line, exit 130."""
+    args = ["--train-size", "2000", "--epochs", "2", "--batch-size", "32", *output_flags(tmp_path), *data_flags()]
+    process = start("train_cnn.py", *args, prelude=fit_hook(HELD_IN_A_STEP))
+    try:
+        read_until(process, "hook: in a step")
+        process.send_signal(signal.SIGINT)
+        read_until(process, "hook: the first Ctrl-C is noted; the step goes on", limit=60)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err[-2000:]
+    expected = "nothing was half-written; no epoch was backed up yet: run the same command again"
+    assert last_error_line(err) == f"interrupted in epoch 1 of 2: {expected}", err[-2000:]
+    assert leftovers(tmp_path / "models", tmp_path / "results") == []
+
+
+FINAL_SAVE_HOOKS = {  # where the final save is when the stop comes: said, and held there until the stop is noted
+    "writing the model": """
+        import os, re
+        _save = keras.Model.save
+        def save(self, filepath, *args, **kwargs):
+            if re.fullmatch(r"\\.tmp-\\d+-cnn\\.keras", os.path.basename(filepath)):  # the model, not an epoch's
+                say("writing the model")
+                wait_until(noted_signal)
+            return _save(self, filepath, *args, **kwargs)
+        keras.Model.save = save
+    """,
+    "putting the files in place": """
+        import os
+        _replace = os.replace
+        def replace(src, dst, **kwargs):
+            if os.path.basename(dst) == "cnn.keras":  # the first rename, after the run's line in runs.jsonl
+                say("putting the files in place")
+                wait_until(noted_signal)
+            return _replace(src, dst, **kwargs)
+        os.replace = replace
+    """,
+}
+
+
+@pytest.mark.parametrize(
+    ("moment", "stop"),
+    [("writing the model", signal.SIGINT), ("putting the files in place", signal.SIGTERM)],
+    ids=["ctrl-c-writing-the-model", "sigterm-putting-the-files-in-place"],
+)
+def test_a_stop_during_the_final_save_lets_the_save_finish(tmp_path, small_npz, moment, stop):
+    """Ctrl-C or SIGTERM while the trained model and its records are saved: the save finishes, and the run ends as
+    usual: exit 0, its summary line, the model saved (it loads), its records and its line in runs.jsonl, no backup
+    folder, no temp file."""
+    args = ["--train-size", "1000", "--epochs", "1", "--batch-size", "64", *output_flags(tmp_path)]
+    prelude = HOOK_TOOLS + textwrap.dedent(FINAL_SAVE_HOOKS[moment])
+    process = start("train_cnn.py", *args, "--data", str(small_npz), prelude=prelude)
+    try:
+        read_until(process, f"hook: {moment}")
+        process.send_signal(stop)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err[-2000:]
+    assert "interrupted" not in err and "stopped" not in err and "Traceback" not in err, err[-2000:]
+    models, results = tmp_path / "models", tmp_path / "results"
+    assert re.search(rf"^cnn: test accuracy .* -> {re.escape(str(models / 'cnn.keras'))}$", out, re.MULTILINE), out
+    assert keras.saving.load_model(models / "cnn.keras", safe_mode=True).count_params() == 35_338
+    record = json.loads((results / "cnn_run.json").read_text())
+    assert [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()] == [record]
+    assert (results / "cnn_history.json").is_file() and not (models / ".resume-cnn").exists()
+    assert leftovers(models, results) == []
 
 
 def test_sigterm_while_compare_writes_keeps_the_previous_comparison(trained, tmp_path, small_npz):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import STROKES, data_flags, draw, start
+from conftest import STROKES, data_flags, draw, fit_hook, read_until, start
 
 from mnistlab import live
 from mnistlab.explain import Explainer
@@ -169,6 +169,17 @@ def page_state(browser) -> dict:
 
 
 CNN_EPOCHS, DENSE_EPOCHS, DENSE_STOP_AFTER = 3, 12, 3
+# Each run is held after each epoch (its files written) until the page shows that epoch (or, the dense network's
+# last, until its Ctrl-C is noted): the page sees every epoch, however fast the machine trains.
+HELD_UNTIL_SHOWN = """
+HOLDS = pathlib.Path(HOLDS)
+
+
+class Hook(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        (HOLDS / f"{NAME}-{epoch + 1}.held").touch()
+        wait_until(lambda: (HOLDS / f"{NAME}-{epoch + 1}.go").exists() or noted_signal())
+"""
 
 
 def test_the_page_follows_both_scripts_as_they_train(browser, tmp_path):
@@ -178,21 +189,24 @@ def test_the_page_follows_both_scripts_as_they_train(browser, tmp_path):
     (tmp_path / "results").mkdir()
     flags = ["--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results")]
     server = start("serve.py", "--port", "0", *flags)  # with empty folders: before any model or record exists
-    line = server.stdout.readline()
-    assert "http://127.0.0.1:" in line, line
-    url = line.split(" on ", 1)[1].split()[0]
     runs: dict[str, subprocess.Popen[str]] = {}
     try:
+        line = read_until(server, "http://", limit=120)[-1]
+        assert "http://127.0.0.1:" in line, line
+        url = line.split(" on ", 1)[1].split()[0]
         browser.get(url)
         WebDriverWait(browser, 30).until(lambda d: page_state(d)["cnn"]["state"] == "not started")
         assert "python train_dense.py" in page_state(browser)["dense"]["line"]
         slice_ = ["--train-size", "12000", "--batch-size", "128", *data_flags(), *flags]
-        runs["cnn"] = start("train_cnn.py", "--epochs", str(CNN_EPOCHS), *slice_)
-        runs["dense"] = start("train_dense.py", "--epochs", str(DENSE_EPOCHS), *slice_)
+        holds = tmp_path / "holds"
+        holds.mkdir()
+        for name, epochs in (("cnn", CNN_EPOCHS), ("dense", DENSE_EPOCHS)):
+            hook = fit_hook(HELD_UNTIL_SHOWN, HOLDS=str(holds), NAME=name)
+            runs[name] = start(f"train_{name}.py", "--epochs", str(epochs), *slice_, prelude=hook)
         seen = {name: {"epochs": set(), "points": set(), "weights": {}, "answered": set()} for name in runs}
-        drawn = stopped = False
+        drawn, shown_epochs = False, dict.fromkeys(runs, 0)
         deadline = time.monotonic() + 400
-        while time.monotonic() < deadline and runs["cnn"].poll() is None:
+        while time.monotonic() < deadline and any(run.poll() is None for run in runs.values()):
             now = page_state(browser)
             for name, run in runs.items():
                 ours, shown = seen[name], now[name]
@@ -207,10 +221,20 @@ def test_the_page_follows_both_scripts_as_they_train(browser, tmp_path):
             if not drawn and now["cnn"]["weightsEpoch"] and now["dense"]["weightsEpoch"]:
                 draw(browser, STROKES["1"])
                 drawn = True
-            if not stopped and now["dense"]["epoch"] >= DENSE_STOP_AFTER:
-                runs["dense"].send_signal(signal.SIGINT)  # Ctrl-C in the dense network's terminal
-                stopped = True
+            for name, run in runs.items():  # a run held after its epoch K goes on once the page shows that epoch
+                epoch, shown = shown_epochs[name] + 1, now[name]
+                if not (holds / f"{name}-{epoch}.held").exists():
+                    continue
+                on_the_page = (shown["epoch"], shown["points"], shown["weightsEpoch"]) == (epoch, epoch, str(epoch))
+                answered = not drawn or shown["by"] == f"answered by the model after epoch {epoch}"
+                if on_the_page and answered:
+                    shown_epochs[name] = epoch
+                    if name == "dense" and epoch == DENSE_STOP_AFTER:
+                        run.send_signal(signal.SIGINT)  # Ctrl-C in the dense network's terminal: it goes on, noted
+                    else:
+                        (holds / f"{name}-{epoch}.go").touch()
             time.sleep(0.2)
+        assert all(run.poll() is not None for run in runs.values()), ("still training", shown_epochs)
         for name, run in runs.items():
             out, err = run.communicate(timeout=120)
             assert run.returncode == (0 if name == "cnn" else 130), (name, err[-3000:])
@@ -227,7 +251,7 @@ def test_the_page_follows_both_scripts_as_they_train(browser, tmp_path):
         record = json.loads((tmp_path / "results" / "cnn_run.json").read_text())
         assert end["cnn"]["line"] == f"finished: {CNN_EPOCHS} epochs (test accuracy {record['test_accuracy']:.2%})"
         stopped_at = end["dense"]["epoch"]
-        assert DENSE_STOP_AFTER <= stopped_at < DENSE_EPOCHS
+        assert stopped_at == DENSE_STOP_AFTER  # stopped in the epoch after: what it had finished stays
         assert end["dense"]["line"].startswith(f"stopped after epoch {stopped_at} of {DENSE_EPOCHS}: ")
         assert (end["cnn"]["points"], end["dense"]["points"]) == (CNN_EPOCHS, stopped_at)
         assert (end["cnn"]["seconds"], end["dense"]["seconds"]) == (CNN_EPOCHS, stopped_at)
@@ -254,7 +278,11 @@ def test_each_epoch_leaves_one_whole_model_and_the_run_clears_them(tmp_path):
     run = start("train_dense.py", "--train-size", "3000", "--epochs", "3", "--batch-size", "128", *data_flags(), *flags)
     backup = tmp_path / "models" / ".resume-dense"
     seen, loaded = set(), set()
+    deadline = time.monotonic() + 300
     while run.poll() is None:
+        if time.monotonic() > deadline:
+            run.kill()
+            pytest.fail(f"train_dense.py did not finish 3 epochs of 3,000 images in 300 s; epochs seen: {seen}")
         found = live.newest_epoch_file(backup)
         if found and found[1] not in seen:
             seen.add(found[1])
@@ -281,17 +309,6 @@ def start_live(tmp_path: Path, *flags: str, data: Path | None = None) -> subproc
     """live.py in a folder of its own and a process group of its own, as a terminal runs it."""
     data_flag = ["--data", str(data)] if data else data_flags()
     return start("live.py", "--port", "0", *data_flag, *flags, cwd=tmp_path, new_session=True)
-
-
-def read_until(process: subprocess.Popen[str], fragment: str, limit: float = 300) -> list[str]:
-    lines, deadline = [], time.monotonic() + limit
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        assert line or process.poll() is None, (lines[-20:], process.stderr.read()[-3000:])
-        lines.append(line)
-        if fragment in line:
-            return lines
-    pytest.fail(f"no {fragment!r} in time: {lines[-20:]}")
 
 
 SLICE = ("--", "--train-size", "2000", "--epochs", "2", "--batch-size", "128")
@@ -472,3 +489,30 @@ def test_sigterm_to_live_py_stops_the_training_and_the_page_in_one_line(tmp_path
 def status_of(url: str) -> dict:
     with urllib.request.urlopen(url + "status", timeout=30) as response:
         return json.loads(response.read())["networks"]
+
+
+def test_live_py_host_is_where_the_page_listens(tmp_path, small_npz):
+    """live.py --host ADDRESS: the page listens on that address (live.py hands it to serve.py), not on 127.0.0.1."""
+    import socket
+    import urllib.error
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.2", 0))
+        except OSError:
+            pytest.skip("127.0.0.2 is not a loopback address here")
+    process = start_live(tmp_path, "--host", "127.0.0.2", "--", *TINY, data=small_npz)
+    try:
+        line = read_until(process, "the live page: http://", limit=120)[-1]
+        url = line.split("page: ", 1)[1].split()[0]
+        assert url.startswith("http://127.0.0.2:"), line
+        assert sorted(status_of(url)) == ["cnn", "dense"]
+        with pytest.raises(urllib.error.URLError):  # nothing listens on 127.0.0.1 at that port
+            status_of(url.replace("127.0.0.2", "127.0.0.1"))
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in its terminal: the page and the training end
+        process.wait(timeout=120)
+        gone = group_is_gone(process)
+    finally:
+        end_group(process)
+    _, err = process.communicate(timeout=60)
+    assert gone and "Traceback" not in err, err[-3000:]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import types
 
+import pytest
 from conftest import ROOT, data_flags
 from windows_rules import PRELUDE
 
@@ -36,6 +37,45 @@ def test_the_scripts_describe_a_cpu_without_proc_cpuinfo(monkeypatch):
     assert train_cnn.environment()["cpu"] == f"{platform.machine()}, {os.cpu_count()} cores"
 
 
+CPUINFO = (  # a stand-in /proc/cpuinfo: two cores of a Xeon, with the flags given
+    "processor\t: {n}\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+    "flags\t\t: fpu sse sse2 avx avx2 avx512f avx512_bf16 {flags}\n\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("flags", "precision"),
+    [("amx_bf16 amx_tile amx_int8", "mixed_bfloat16"), ("", "float32")],
+    ids=["with-amx-bf16", "without"],
+)
+def test_precision_auto_picks_bfloat16_with_amx_bf16_units_and_float32_without(monkeypatch, flags, precision):
+    """--precision auto (the default) as each script decides it from /proc/cpuinfo, here a stand-in: mixed_bfloat16
+    on a CPU with AMX-BF16 units, float32 on one without (AVX-512's bfloat16 is not enough); the record names it."""
+    import io
+
+    import keras
+
+    cpuinfo = "".join(CPUINFO.format(n=n, flags=flags) for n in range(2))
+    real_isfile, real_open = os.path.isfile, open
+    monkeypatch.setattr(os.path, "isfile", lambda path: path == "/proc/cpuinfo" or real_isfile(path))
+
+    def stand_in_open(path, *args, **kwargs):
+        return io.StringIO(cpuinfo) if path == "/proc/cpuinfo" else real_open(path, *args, **kwargs)
+
+    policy = keras.mixed_precision.global_policy()
+    try:
+        for script in (train_cnn, train_dense):
+            monkeypatch.setattr(script, "open", stand_in_open, raising=False)  # the script's own open()
+            args = script.parse_args([])
+            assert args.precision == "auto"
+            keras.mixed_precision.set_global_policy("float32")
+            assert script.choose_devices_and_precision(args)[1] == precision, script.__name__
+            assert keras.mixed_precision.global_policy().name == precision, script.__name__
+            assert script.environment()["cpu"] == f"Intel(R) Xeon(R) Platinum 8480+, {os.cpu_count()} cores"
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
 def test_peak_memory_reads_bytes_on_macos_and_kibibytes_on_linux(monkeypatch):
     usage = types.SimpleNamespace(ru_maxrss=2**30)
     monkeypatch.setitem(sys.modules, "resource", types.SimpleNamespace(RUSAGE_SELF=0, getrusage=lambda who: usage))
@@ -47,12 +87,35 @@ def test_peak_memory_reads_bytes_on_macos_and_kibibytes_on_linux(monkeypatch):
     assert records.peak_memory_mib() is None
 
 
+# Each compare.py run, about to put its files in place (os.replace), waits there for the other: both have written
+# their temp files, and the two runs' renames come together.
+MEET_BEFORE_THE_RENAMES = """
+import os, pathlib, time
+MEET = pathlib.Path(MEET)
+_replace = os.replace  # Windows' rules
+def replace(src, dst, **kwargs):
+    if os.path.basename(dst).startswith("comparison.") and not (MEET / str(os.getpid())).exists():
+        (MEET / str(os.getpid())).touch()
+        deadline = time.monotonic() + 120
+        while len(list(MEET.iterdir())) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the other compare.py never came to its renames")
+            time.sleep(0.01)
+    return _replace(src, dst, **kwargs)
+os.replace = replace
+"""
+
+
 def test_two_compare_runs_at_once_under_windows_rules(trained, tmp_path):
-    """Both end with exit 0 and no traceback, and leave one whole comparison.json and no temp file."""
+    """Both write their comparison at once (each waits, its temp files written, until the other is as far), and
+    both end with exit 0 and no traceback, leaving one whole comparison.json, the figure, and no temp file."""
     shutil.copy(ROOT / "compare.py", tmp_path)
     shutil.copytree(trained["models"], tmp_path / "models")
     shutil.copytree(trained["results"], tmp_path / "results")
-    runner = f"{PRELUDE}\nimport runpy, sys\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    run_as_main = "import runpy, sys\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
+    runner = f"{PRELUDE}\nMEET = {str(meet)!r}\n{MEET_BEFORE_THE_RENAMES}\n{run_as_main}"
     runs = [
         subprocess.Popen(
             [sys.executable, "-c", runner, "compare.py", *data_flags()],
@@ -66,6 +129,8 @@ def test_two_compare_runs_at_once_under_windows_rules(trained, tmp_path):
     for run in runs:
         _, err = run.communicate(timeout=300)
         assert run.returncode == 0 and "Traceback" not in err, err[-2000:]
+    assert sorted(p.name for p in meet.iterdir()) == sorted(str(run.pid) for run in runs)  # both came to the renames
     rows = json.loads((tmp_path / "results" / "comparison.json").read_text())["models"]
     assert set(rows) == {"cnn", "dense"}
+    assert (tmp_path / "results" / "comparison.png").read_bytes().startswith(b"\x89PNG")
     assert not [p.name for p in (tmp_path / "results").iterdir() if ".tmp-" in p.name]

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import keras
@@ -23,7 +22,9 @@ from conftest import (
     SMALL_TRAIN,
     assert_one_line_error,
     data_flags,
+    fit_hook,
     output_flags,
+    read_until,
     run_script,
     start,
     wait_for_epochs,
@@ -96,6 +97,17 @@ def test_ctrl_c_ends_cleanly(tmp_path):
     assert not list((tmp_path / "results").glob("*.json"))
 
 
+MID_EPOCH_3 = """
+class Hook(keras.callbacks.Callback):  # ten steps into epoch 3, epochs 1 and 2 backed up: kill -9 lands here
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == (2, 10):
+            say("in epoch 3")
+            wait_until(lambda: False)
+"""
+
+
 def test_kill_9_mid_epoch_then_resume(tmp_path):
     args = [
         "--train-size",
@@ -107,15 +119,16 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
         *output_flags(tmp_path),
         *data_flags(),
     ]
-    process = start("train_cnn.py", *args)
+    process = start("train_cnn.py", *args, prelude=fit_hook(MID_EPOCH_3))
     backup = tmp_path / "models" / ".resume-cnn"
-    wait_for_epochs(backup, 2, process)
-    time.sleep(0.4)  # into the next epoch
-    process.kill()
-    process.communicate()
+    try:
+        read_until(process, "hook: in epoch 3")
+    finally:
+        process.kill()
+        process.communicate()
     assert not (tmp_path / "models" / "cnn.keras").exists()
     done, rows = backed_up(backup)
-    assert done >= 2
+    assert done == 2 and sorted(rows) == [0, 1], (done, sorted(rows))  # killed mid-way through epoch 3
 
     resumed = run_script("train_cnn.py", *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -131,8 +144,11 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
 
 
 def test_resume_without_a_backup_is_refused(tmp_path):
-    result = run_script("train_dense.py", "--resume", *output_flags(tmp_path), *data_flags())
+    """... before it makes any folder: not the models or results folder, not --tensorboard's."""
+    logs = ["--tensorboard", str(tmp_path / "logs")]
+    result = run_script("train_dense.py", "--resume", *logs, *output_flags(tmp_path), *data_flags())
     assert_one_line_error(result, 1, "nothing to resume in", "run the command without --resume")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_resume_with_other_flags_names_exactly_those(tmp_path, small_npz):
@@ -162,7 +178,7 @@ def test_resume_with_other_flags_names_exactly_those(tmp_path, small_npz):
         "error: --resume needs the same flags as the interrupted run; these differ: --epochs, --learning-rate, --seed"
     )
     assert not (tmp_path / "models" / "dense.keras").exists()
-    assert not list((tmp_path / "logs").rglob("*"))  # refused before it logged anything
+    assert not (tmp_path / "logs").exists()  # refused before it made --tensorboard's folder
 
 
 def test_deterministic_same_seed_same_history_another_seed_another(tmp_path, small_npz):

@@ -3,23 +3,24 @@ and the browser tests' own setup: Chromium missing is a skip on a laptop, a fail
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
-from conftest import INSTALL_CHROMIUM, ROOT, find_chromium
+from conftest import INSTALL_CHROMIUM, ROOT, find_chromium, mnist_npz
 
-PYTHON_310 = Path("/root/.pyenv/versions/3.10.13/bin/python3")  # on this project's machines (pyenv)
 REFUSAL = "error: needs Python 3.11-3.13, found 3.10.13; install one and run: make PYTHON=python3.11"
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
 
-def make(*args: str) -> subprocess.CompletedProcess[str]:
+def make(*args: str, folder: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["make", "--no-print-directory", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+        ["make", "--no-print-directory", "-C", str(folder), *args], capture_output=True, text=True, check=False
     )
 
 
@@ -67,19 +68,65 @@ def test_python_310_stand_in_is_refused_with_what_to_do_before_any_venv(tmp_path
     assert not venv.exists()  # refused before `python -m venv` and pip
 
 
-@pytest.mark.skipif(not PYTHON_310.is_file() or shutil.which("make") is None, reason="no Python 3.10 here to try")
-def test_python_310_is_refused_with_what_to_do():
-    result = make("check-python", f"PYTHON={PYTHON_310}")
-    assert result.returncode != 0
-    assert REFUSAL in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 @needs_make
 def test_missing_interpreter_is_named():
     result = make("check-python", "PYTHON=python3.99-not-here")
     assert result.returncode != 0
     assert "error: python3.99-not-here not found" in result.stderr
+
+
+# --- make all and make clean, in a copy of the project ------------------------------------------------------------
+def a_copy_to_make_in(folder: Path) -> list[str]:
+    """The Makefile and the requirements in ``folder``, a stand-in for an installed .venv (its stamp newer than the
+    requirements, its python this one) and MNIST where DATA says: make installs and downloads nothing there. Returns
+    the variables to give make."""
+    an_hour_ago = time.time() - 3600
+    for name in ("Makefile", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy(ROOT / name, folder)
+        os.utime(folder / name, (an_hour_ago, an_hour_ago))
+    venv = folder / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / ".installed").touch()
+    return [f"VENV={venv}", f"DATA={mnist_npz()}"]
+
+
+@needs_make
+@pytest.mark.parametrize("saved", [(), ("cnn",), ("cnn", "dense")], ids=["none", "cnn", "both"])
+def test_make_all_skips_a_network_that_is_already_saved(tmp_path, saved):
+    """`make all` trains each network whose model is not saved yet, then compares (make -n: what it would run)."""
+    variables = a_copy_to_make_in(tmp_path)
+    (tmp_path / "models").mkdir()
+    for name in saved:
+        (tmp_path / "models" / f"{name}.keras").write_bytes(b"a saved model")
+    result = make("-n", "all", *variables, folder=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    python = variables[0].removeprefix("VENV=") + "/bin/python"
+    commands = [line.split()[1] for line in result.stdout.splitlines() if line.startswith(python)]
+    trains = [f"train_{name}.py" for name in ("cnn", "dense") if name not in saved]
+    assert commands == [*trains, "compare.py"], result.stdout
+    assert "pip" not in result.stdout and "venv" not in commands and "get_mnist.py" not in result.stdout
+
+
+@needs_make
+def test_make_clean_keeps_the_run_log(tmp_path):
+    """`make clean` removes the saved models, figures, JSON records and the report, and keeps results/runs.jsonl
+    (one line for every run there has been) and the data."""
+    variables = a_copy_to_make_in(tmp_path)
+    models, results = tmp_path / "models", tmp_path / "results"
+    models.mkdir()
+    results.mkdir()
+    made = [models / "cnn.keras", models / "dense.keras", results / "cnn_run.json", results / "comparison.json"]
+    made += [results / "comparison.png", results / "exp_spatial.png", results / "report.html"]
+    for path in made:
+        path.write_bytes(b"made by a run")
+    (results / "runs.jsonl").write_text('{"name": "cnn"}\n{"name": "dense"}\n')
+    result = make("clean", *variables, folder=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [path.name for path in made if path.exists()] == []
+    assert sorted(p.name for p in results.iterdir()) == ["runs.jsonl"]
+    assert (results / "runs.jsonl").read_text() == '{"name": "cnn"}\n{"name": "dense"}\n'
+    assert mnist_npz().is_file()
 
 
 # --- the browser tests' Chromium -----------------------------------------------------------------------------

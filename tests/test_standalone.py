@@ -14,7 +14,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import ROOT, data_flags, wait_for_epochs
+from conftest import ROOT, data_flags, fit_hook, read_until
 from windows_rules import PRELUDE
 
 SCRIPTS = ("train_cnn.py", "train_dense.py", "compare.py")
@@ -33,6 +33,17 @@ def test_imports_only_the_framework_and_the_standard_library(script):
     }
     assert imported - set(sys.stdlib_module_names) <= ALLOWED, imported - set(sys.stdlib_module_names)
     assert "sys.path" not in (ROOT / script).read_text()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_reads_as_a_tutorial_no_line_over_100_characters_and_main_at_most_40_lines(script):
+    """The README's promise for each script: no line over 100 characters, and main() at most 40 lines from its `def`
+    to its last line."""
+    text = (ROOT / script).read_text()
+    long = [(number, len(line)) for number, line in enumerate(text.splitlines(), start=1) if len(line) > 100]
+    assert long == [], f"{script}: lines over 100 characters (line, length): {long}"
+    main = next(node for node in ast.parse(text).body if isinstance(node, ast.FunctionDef) and node.name == "main")
+    assert main.end_lineno - main.lineno + 1 <= 40, f"{script}: main() is {main.end_lineno - main.lineno + 1} lines"
 
 
 def run_alone(folder, script, *args, wrapper: str = ""):
@@ -107,16 +118,25 @@ def start_alone(folder, script, *args, wrapper: str = PRELUDE) -> subprocess.Pop
     )
 
 
+AFTER_EPOCH_1_UNTIL_A_STOP = """
+class Hook(keras.callbacks.Callback):  # epoch 1 backed up: said, and held (the run holds its lock) until a Ctrl-C
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            say("epoch 1 done")
+            wait_until(noted_signal)
+"""
+
+
 def test_two_runs_at_once_are_refused_under_windows_rules(tmp_path):
     """The second run of a script into one models folder refuses in one line naming the first run's PID, which it
     can read because the lock covers a byte far past it; the first run, stopped with Ctrl-C, then removes its lock."""
     shutil.copy(ROOT / "train_dense.py", tmp_path)
-    args = ["--train-size", "3000", "--epochs", "40", "--batch-size", "32", *data_flags()]
-    first = start_alone(tmp_path, "train_dense.py", *args)
+    args = ["--train-size", "3000", "--epochs", "3", "--batch-size", "32", *data_flags()]
+    first = start_alone(tmp_path, "train_dense.py", *args, wrapper=f"{PRELUDE}\n{fit_hook(AFTER_EPOCH_1_UNTIL_A_STOP)}")
     try:
-        wait_for_epochs(tmp_path / "models" / ".resume-dense", 1, first)
+        read_until(first, "hook: epoch 1 done")
         second = run_alone(tmp_path, "train_dense.py", *args, wrapper=PRELUDE)
-        assert first.poll() is None, "the first run ended before the second started: make it longer"
+        assert first.poll() is None, first.communicate()[1][-2000:]
         first.send_signal(signal.SIGINT)
         _, first_err = first.communicate(timeout=300)
     finally:
@@ -132,14 +152,30 @@ def test_two_runs_at_once_are_refused_under_windows_rules(tmp_path):
     assert not (tmp_path / "models" / ".dense.lock").exists()
 
 
+IN_EPOCH_2_UNTIL_A_STOP = """
+class Hook(keras.callbacks.Callback):  # five steps into epoch 2: said, and held until the Ctrl-C is noted
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == (1, 5):
+            say("in epoch 2")
+            wait_until(noted_signal)
+"""
+
+
 def test_ctrl_c_then_resume_under_windows_rules(tmp_path):
     """Ctrl-C in epoch 2: one line, exit 130, the lock gone; --resume goes on from epoch 2 to the end."""
     shutil.copy(ROOT / "train_cnn.py", tmp_path)
     args = ["--train-size", "4000", "--epochs", "3", "--batch-size", "32", *data_flags()]
-    process = start_alone(tmp_path, "train_cnn.py", *args)
-    wait_for_epochs(tmp_path / "models" / ".resume-cnn", 1, process)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=300)
+    process = start_alone(tmp_path, "train_cnn.py", *args, wrapper=f"{PRELUDE}\n{fit_hook(IN_EPOCH_2_UNTIL_A_STOP)}")
+    try:
+        read_until(process, "hook: in epoch 2")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     line = err.strip().splitlines()[-1]
@@ -153,25 +189,49 @@ def test_ctrl_c_then_resume_under_windows_rules(tmp_path):
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["cnn.keras"]
 
 
+# A reader (the page, serve.py) holding files open, and the run it reads, in step: each waits for the other's file in
+# ``meet``, so that each look happens where it must at any machine speed.
 HOLD_OPEN = textwrap.dedent("""
     import pathlib, sys, time
-    backup, models = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    backup, models, meet = map(pathlib.Path, sys.argv[1:4])
     deadline = time.monotonic() + 300
-    def wait_for(pattern, folder):
-        while not list(folder.glob(pattern)):
-            assert time.monotonic() < deadline, pattern
-            time.sleep(0.02)
-    wait_for("epoch-1.keras", backup)
+    def wait_for(path):
+        while not path.exists():
+            assert time.monotonic() < deadline, path
+            time.sleep(0.01)
+    wait_for(meet / "epoch-1-saved")
     first = open(backup / "epoch-1.keras", "rb")  # the page, reading epoch 1 ...
     model = open(models / "dense.keras", "rb")  # ... and serve.py, the model of the run before
-    wait_for("epoch-3.keras", backup)
-    time.sleep(0.5)
+    (meet / "holding").touch()
+    wait_for(meet / "epoch-3-saved")
     print("newest", sorted(p.name for p in backup.glob("epoch-*.keras")), flush=True)
-    wait_for(".tmp-*-dense.keras", models)  # the new model is being written: hold on a little longer
-    time.sleep(1.5)
+    (meet / "looked").touch()
+    wait_for(meet / "model-replace-refused")  # the new model waits for this reader to let go of the old one
     model.close()
     first.close()
 """)
+READ_WHILE_TRAINING = """
+MEET = pathlib.Path(MEET)
+
+
+class Hook(keras.callbacks.Callback):  # after epochs 1 and 3, their files in place: held until the reader has done
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch in (0, 2):
+            (MEET / f"epoch-{epoch + 1}-saved").touch()
+            wait_until((MEET / ("holding" if epoch == 0 else "looked")).exists)
+
+
+import os
+_replace = os.replace  # Windows' rules: refused while a reader holds the file
+def replace(src, dst, **kwargs):
+    try:
+        return _replace(src, dst, **kwargs)
+    except PermissionError:
+        if os.path.basename(dst) == "dense.keras":
+            (MEET / "model-replace-refused").touch()
+        raise
+os.replace = replace
+"""
 
 
 def test_training_goes_on_while_a_reader_holds_its_files_open(tmp_path):
@@ -183,12 +243,22 @@ def test_training_goes_on_while_a_reader_holds_its_files_open(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     old_model = (tmp_path / "models" / "dense.keras").read_bytes()
     backup = tmp_path / "models" / ".resume-dense"
+    meet = tmp_path / "meet"
+    meet.mkdir()
     reader = subprocess.Popen(
-        [sys.executable, "-c", HOLD_OPEN, str(backup), str(tmp_path / "models")], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_OPEN, str(backup), str(tmp_path / "models"), str(meet)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    args = ["--train-size", "3000", "--epochs", "4", "--batch-size", "64", "--seed", "2", *data_flags()]
-    result = run_alone(tmp_path, "train_dense.py", *args, wrapper=PRELUDE)
-    out, _ = reader.communicate(timeout=60)
+    try:
+        args = ["--train-size", "3000", "--epochs", "4", "--batch-size", "64", "--seed", "2", *data_flags()]
+        wrapper = f"{PRELUDE}\n{fit_hook(READ_WHILE_TRAINING, MEET=str(meet))}"
+        result = run_alone(tmp_path, "train_dense.py", *args, wrapper=wrapper)
+        out, _ = reader.communicate(timeout=60)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
     assert reader.returncode == 0
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "newest ['epoch-1.keras', 'epoch-3.keras']" in out, out  # epoch 2's went as epoch 3's came

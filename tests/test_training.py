@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
 
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL_EPOCHS, SMALL_TRAIN, data_flags, mnist_npz, output_flags, run_script
+from conftest import SMALL_EPOCHS, SMALL_TRAIN, data_flags, mnist_npz, moved, output_flags, run_script
 
 import compare
 import train_cnn
@@ -62,10 +61,20 @@ def test_history_has_every_epoch(trained, name):
 
 
 def test_summary_line_and_run_log(trained):
-    out = trained["outputs"]["train_cnn.py"].stdout
-    assert "cnn: test accuracy" in out and "errors / 10,000" in out and "parameters" in out
+    """Each script's last line is its run in one line, every number the record's (the parameters pinned: 35,338 and
+    669,706); runs.jsonl holds each run's whole record, one line each, in the order they ran."""
+    records = [run_record(trained, name) for name in ("cnn", "dense")]
+    for record, parameters in zip(records, (35_338, 669_706), strict=True):
+        name = record["name"]
+        out = trained["outputs"][f"train_{name}.py"].stdout
+        assert record["parameters"] == parameters and record["test_images"] == 10_000, record
+        assert out.strip().splitlines()[-1] == (
+            f"{name}: test accuracy {record['test_accuracy']:.2%} ({record['test_errors']} errors / 10,000), "
+            f"{parameters:,} parameters, trained {record['training_seconds']:.1f} s -> "
+            f"{trained['models'] / f'{name}.keras'}"
+        ), out[-1000:]
     lines = (trained["results"] / "runs.jsonl").read_text().splitlines()
-    assert [json.loads(line)["name"] for line in lines] == ["cnn", "dense"]
+    assert [json.loads(line) for line in lines] == records
 
 
 def test_no_temp_or_backup_files_left(trained):
@@ -131,11 +140,18 @@ def test_val_split_zero_trains_on_every_image_and_plots_training_accuracy(tmp_pa
 
 
 def test_presets_set_defaults_that_flags_still_override():
+    def knobs(args):
+        return (args.epochs, args.batch_size, args.learning_rate, args.val_split, args.augment,
+                args.label_smoothing, args.average_weights, args.shifted_views)  # fmt: skip
+
     fast, best = train_cnn.parse_args([]), train_cnn.parse_args(["--preset", "best"])
-    assert (fast.epochs, fast.val_split, fast.augment) == (5, 0.1, False)
-    assert (best.epochs, best.val_split, best.augment) == (30, 0.0, True)
-    overridden = train_cnn.parse_args(["--preset", "best", "--val-split", "0.1", "--epochs", "2"])
-    assert (overridden.epochs, overridden.val_split, overridden.augment) == (2, 0.1, True)
+    assert knobs(fast) == (5, 384, 6e-3, 0.1, False, 0.0, False, False)
+    assert knobs(best) == (20, 256, 3e-3, 0.0, True, 0.1, True, True)
+    overridden = train_cnn.parse_args(
+        ["--preset", "best", "--val-split", "0.1", "--epochs", "2", "--label-smoothing", "0",
+         "--no-average-weights", "--no-shifted-views"]
+    )  # fmt: skip
+    assert knobs(overridden) == (2, 256, 3e-3, 0.1, True, 0.0, False, False)
 
 
 def test_tensorboard_flag_writes_event_files(trained):
@@ -173,6 +189,8 @@ USER_FLAGS = (
     "--resume",
     "--tensorboard",
     "--distribute",
+    "--label-smoothing",
+    "--average-weights",
 )
 
 
@@ -183,7 +201,8 @@ USER_FLAGS = (
         (
             "train_cnn.py",
             ["--preset", "best"],
-            {"epochs": "30", "batch-size": "256", "val-split": "0.0", "augment": "True"},
+            {"epochs": "20", "batch-size": "256", "val-split": "0.0", "augment": "True", "label-smoothing": "0.1",
+             "average-weights": "True", "shifted-views": "True"},
         ),
         ("train_dense.py", [], {"epochs": "14", "batch-size": "1024", "learning-rate": "0.005"}),
     ],
@@ -286,29 +305,63 @@ def test_mixed_bfloat16_trains_in_bfloat16_and_says_so(bf16_run):
     assert model.get_layer("conv1").compute_dtype == "bfloat16"
 
 
-def test_preset_best_trains_the_deeper_network(tmp_path, small_npz):
-    """--preset best builds build_best_model() (870,634 parameters), with augmentation, not the default CNN."""
+def test_no_augment_wins_over_the_best_presets_augmentation(tmp_path, small_npz):
+    """--preset best moves the digits while it trains; --no-augment, given with it, wins: the flags say so, and the
+    network that main() trains has no augmentation layer (stopped at its first step: only the network is wanted)."""
+    import signal
+
+    assert train_cnn.parse_args(["--preset", "best"]).augment is True
+    assert train_cnn.parse_args(["--no-augment", "--preset", "best"]).augment is False
     seen, stop = Observe(), train_cnn.StopBetweenSteps()
 
-    class StopAtOnce(keras.callbacks.Callback):  # Ctrl-C as the first step begins: only the network is wanted
+    class CtrlC(keras.callbacks.Callback):  # pressed as training begins: it lands at the end of the first step
         def on_train_begin(self, logs=None):
             stop.signum = signal.SIGINT
 
+    flags = ["--preset", "best", "--no-augment", "--train-size", "256", "--precision", "float32"]
     with pytest.raises(KeyboardInterrupt):
-        run_main(
-            train_cnn,
-            "--preset",
-            "best",
-            "--train-size",
-            "256",
-            "--precision",
-            "float32",
-            *output_flags(tmp_path),
-            "--data",
-            str(small_npz),
-            stop=stop,
-            extra_callbacks=[seen, StopAtOnce()],
-        )
-    assert (seen.name, seen.parameters) == ("cnn_best", 870_634)
-    assert "augmentation" in seen.dtypes and "conv2_2" in seen.dtypes
-    assert stop.message().startswith("interrupted in epoch 1 of 30: ")
+        run_main(train_cnn, *flags, *output_flags(tmp_path), "--data", str(small_npz), stop=stop,
+                 extra_callbacks=[seen, CtrlC()])  # fmt: skip
+    assert seen.name == "cnn_best" and "conv3" in seen.dtypes, seen.dtypes  # the best preset's network ...
+    assert "augmentation" not in seen.dtypes, seen.dtypes  # ... without the moved digits
+    saved = json.loads((tmp_path / "models" / ".resume-cnn" / "config.json").read_text())
+    assert (saved["preset"], saved["augment"]) == ("best", False)
+
+
+class AveragedWeights(keras.callbacks.Callback):
+    """The weights after the last step, and (once fit() has finished) the weights it ended on and Adam's averages."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_step = [keras.ops.convert_to_numpy(w) for w in self.model.trainable_weights]
+
+    def on_train_end(self, logs=None):  # Keras calls it after fit() has put the averages in (Adam's use_ema)
+        self.final = [keras.ops.convert_to_numpy(w) for w in self.model.trainable_weights]
+        self.averages = [keras.ops.convert_to_numpy(w) for w in self.model.optimizer._model_variables_moving_average]
+
+
+def test_preset_best_trains_the_lean_network_and_saves_its_shifted_views(tmp_path, small_npz, mnist):
+    """--preset best on a slice: build_best_model() (150,602 parameters) with augmentation, labels smoothed, the
+    run ending on the averaged weights, and the saved model — the network inside five shifted views — loads in
+    safe mode, where compare.py, predict.py and the page load it, and answers as its network averaged."""
+    import compare
+
+    seen, averaged = Observe(), AveragedWeights()
+    flags = ["--preset", "best", "--train-size", "3000", "--epochs", "2", "--precision", "float32"]
+    assert run_main(train_cnn, *flags, *output_flags(tmp_path), "--data", str(small_npz),
+                    extra_callbacks=[seen, averaged]) == 0  # fmt: skip
+    assert (seen.name, seen.parameters) == ("cnn_best", 150_602)
+    assert "augmentation" in seen.dtypes and "conv3" in seen.dtypes
+    for final, average in zip(averaged.final, averaged.averages, strict=True):
+        np.testing.assert_array_equal(final, average)  # fit() ended on the averages, not on the last step's
+    assert not all(np.array_equal(f, w) for f, w in zip(averaged.final, averaged.last_step, strict=True))
+    record = json.loads((tmp_path / "results" / "cnn_run.json").read_text())
+    assert (record["label_smoothing"], record["average_weights"], record["shifted_views"]) == (0.1, True, True)
+    assert record["parameters"] == 150_602 and record["test_accuracy"] > 0.7, record
+    model = compare.load_model(str(tmp_path / "models" / "cnn.keras"), "python train_cnn.py")
+    assert model.name == "cnn_best_views" and model.count_params() == 150_602
+    network = model.get_layer("cnn_best")
+    images = mnist.x_test[:64, :, :, None].astype(np.float32)
+    answers = [np.asarray(network(moved(images, r, c), training=False)) for r, c in train_cnn.SHIFTS]
+    expected = np.mean(answers, axis=0)  # its augmentation off, as when the model answers
+    np.testing.assert_allclose(compare.predictor(model)(images), expected, rtol=1e-4, atol=1e-5)
+
