@@ -10,7 +10,9 @@ import shutil
 import subprocess
 import sys
 import types
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, data_flags
 from windows_rules import PRELUDE
@@ -76,15 +78,31 @@ def test_precision_auto_picks_bfloat16_with_amx_bf16_units_and_float32_without(m
         keras.mixed_precision.set_global_policy(policy)
 
 
-def test_peak_memory_reads_bytes_on_macos_and_kibibytes_on_linux(monkeypatch):
+def test_peak_memory_reads_bytes_on_macos_and_kibibytes_on_linux(monkeypatch, tmp_path):
     usage = types.SimpleNamespace(ru_maxrss=2**30)
     monkeypatch.setitem(sys.modules, "resource", types.SimpleNamespace(RUSAGE_SELF=0, getrusage=lambda who: usage))
+    no_proc = str(tmp_path / "no-such-status")  # macOS and Windows have no /proc
     monkeypatch.setattr(sys, "platform", "darwin")
-    assert records.peak_memory_mib() == 1024
+    assert records.peak_memory_mib(no_proc) == 1024
     monkeypatch.setattr(sys, "platform", "linux")
-    assert records.peak_memory_mib() == 2**20
+    assert records.peak_memory_mib(no_proc) == 2**20
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t 4096000 kB\nVmHWM:\t  524288 kB\nVmRSS:\t 1000 kB\n")
+    assert records.peak_memory_mib(str(status)) == 512  # Linux: the process's own high-water mark
     monkeypatch.setitem(sys.modules, "resource", None)  # Windows: no resource module
-    assert records.peak_memory_mib() is None
+    assert records.peak_memory_mib(no_proc) is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux only: /proc/self/status")
+def test_a_child_reports_its_own_peak_memory_not_its_parents(tmp_path):
+    """The benchmark's runs are children of a process that grows as it times each model: each must report its own
+    peak (ru_maxrss would carry the parent's over, across exec)."""
+    ballast = np.ones(2**27, np.float32)  # 512 MiB resident in this process
+    child = subprocess.run(
+        [sys.executable, "-c", "from mnistlab import records; print(records.peak_memory_mib())"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    assert ballast.sum() > 0 and float(child.stdout) < 300, child.stdout
 
 
 # Each compare.py run, about to put its files in place (os.replace), waits there for the other: both have written
