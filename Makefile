@@ -1,4 +1,4 @@
-# On a fresh machine:  make all  (train both networks and compare)  ·  make lab  (every figure and the report)
+# On a fresh machine:  make all  (train both networks and compare)  ·  make lab  (the lesson notebook, run: its report)
 #                      make live (the live page, then both networks train while it follows them)
 #                      make demo (the live page with the trained networks: draw a digit)
 #                      make test (lint and the test suite)
@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DATA   ?= data/mnist.npz
 
-.PHONY: all setup check-python data train compare lab live demo test lint bench bench-quick clean
+.PHONY: all setup check-python data train compare lab notebook live demo test lint bench bench-quick clean
 
 all: compare  ## set up, train both networks, compare them
 
@@ -42,10 +42,18 @@ train: models/cnn.keras models/dense.keras  ## train both networks (skipped when
 compare: train  ## compare the saved models: table, results/comparison.png and .json
 	$(PY) compare.py --data $(DATA)
 
-lab: compare  ## every figure of the learning lab, then results/report.html
-	$(PY) visualize.py --data $(DATA)
-	$(PY) experiments.py all --data $(DATA)
-	$(PY) report.py
+lab: setup $(DATA)  ## lesson.ipynb top to bottom in a Jupyter kernel: results/lesson.ipynb and its HTML, results/report.html
+	@rm -rf results/.lab && mkdir -p results/.lab
+	$(PY) -m jupyter execute lesson.ipynb --output results/.lab/lesson
+	$(PY) -m jupyter nbconvert --to html --output report results/.lab/lesson.ipynb
+	mv results/.lab/lesson.ipynb results/.lab/report.html results/ && rmdir results/.lab
+
+notebook: setup $(DATA)  ## lesson.ipynb from lesson.py (its source), run so that it shows its outputs; the README's figures from that run
+	$(PY) -m jupytext --to ipynb lesson.py
+	$(PY) -m jupyter execute --inplace lesson.ipynb
+	$(PY) -c 'import base64, nbformat; cells = nbformat.read("lesson.ipynb", 4).cells; \
+		[open(tag, "wb").write(base64.b64decode(out.data["image/png"])) for cell in cells for tag in cell.metadata.get("tags", []) \
+		 if tag.startswith("docs/") for out in cell.outputs if "image/png" in out.get("data", {})]'
 
 live: setup $(DATA)  ## the live page first (it prints its URL), then both networks train while it follows them
 	$(PY) live.py --data $(DATA)
@@ -66,5 +74,5 @@ bench: setup $(DATA)  ## the full benchmark (3 seeds, baseline + defaults + best
 bench-quick: setup $(DATA)  ## a smoke run of the benchmark
 	$(PY) benchmark.py --quick --data $(DATA)
 
-clean:  ## remove the models and figures; keep results/runs.jsonl (every run, ever) and data/
-	rm -f models/*.keras results/*.json results/*.png results/*.html
+clean:  ## remove the models, figures, records and the lesson's report; keep results/runs.jsonl (every run, ever) and data/
+	rm -f models/*.keras results/*.json results/*.png results/*.html results/*.ipynb

@@ -347,7 +347,7 @@ function showLinks(links) {
   footer.dataset.shown = text;
   footer.replaceChildren();
   if (present.length === 0) {
-    footer.textContent = "Run compare.py and report.py for the comparison figure and the full report.";
+    footer.textContent = "Run compare.py for the comparison figure, and make lab for the full report (the lesson notebook, run).";
     return;
   }
   for (const [url] of present) {
