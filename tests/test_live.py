@@ -509,6 +509,9 @@ def test_live_py_host_is_where_the_page_listens(tmp_path, small_npz):
         assert sorted(status_of(url)) == ["cnn", "dense"]
         with pytest.raises(urllib.error.URLError):  # nothing listens on 127.0.0.1 at that port
             status_of(url.replace("127.0.0.2", "127.0.0.1"))
+        # Ctrl-C once the first script has its handlers (it prints this after loading TensorFlow and MNIST): before
+        # the interpreter has run a line of the script, Python itself answers Ctrl-C with a KeyboardInterrupt
+        read_until(process, "training on ", limit=120)
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in its terminal: the page and the training end
         process.wait(timeout=120)
         gone = group_is_gone(process)
