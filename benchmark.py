@@ -9,15 +9,13 @@ then times inference of every model and prints a markdown table, writes results/
 results/benchmark.png (test accuracy against training seconds, every run).
 
     python benchmark.py --data data/mnist.npz              # the full run (each run's time: docs/performance.md)
-    python benchmark.py --skip-best --precision float32    # what CPUs without AMX-BF16 units run, without the
-                                                           # long --preset best runs
+    python benchmark.py --skip-best                        # without the long --preset best runs
+    python benchmark.py --precision mixed_bfloat16         # on CPUs with AMX-BF16 units (recent Xeons)
     python benchmark.py --quick                            # smoke run on a slice
-    python benchmark.py --epoch-files --precision float32  # what the files written after every epoch (for
-                                                           # watching training live) cost: cnn and dense, each
-                                                           # seed with and without them
 
-The training scripts run unchanged, through mnistlab/tracked.py, which adds one callback that measures test
-accuracy after every epoch (for "seconds until 99%"); those evaluations are not counted in any time.
+The training scripts run unchanged, through mnistlab/tracked.py, which calls their main() with two more Keras
+callbacks: one measures test accuracy after every epoch (for "seconds until 99%"), and those evaluations are not
+counted in any time; the other times fit() as a whole.
 """
 
 from __future__ import annotations
@@ -58,17 +56,12 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument(
         "--precision",
         choices=cli.PRECISIONS,
-        default="auto",
-        help="the training scripts' --precision (the classic baseline is float32 as published): float32 is "
-        "what CPUs without AMX-BF16 units run (default: %(default)s)",
+        default="float32",
+        help="the training scripts' --precision (the classic baseline is float32 as published); mixed_bfloat16 "
+        "is faster on CPUs with AMX-BF16 units (default: %(default)s)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: one seed, 6,000 training images, 1–2 epochs, no best preset"
-    )
-    parser.add_argument(
-        "--epoch-files",
-        action="store_true",
-        help="only measure what the scripts' per-epoch files cost: cnn and dense, each seed with and without them",
     )
     return parser.parse_args(argv)
 
@@ -83,7 +76,7 @@ def configurations(quick: bool, skip_best: bool) -> dict[str, list[str]]:
 
 
 def command(
-    name: str, flags: list[str], seed: int, work: Path, *, data: str | None, precision: str, epoch_files: bool = True
+    name: str, flags: list[str], seed: int, work: Path, *, data: str | None, precision: str
 ) -> list[str]:
     data_flags = ["--data", data] if data else []
     if name == "baseline":
@@ -107,7 +100,6 @@ def command(
         "mnistlab.tracked",
         script,
         str(work / "tracked.json"),
-        *([] if epoch_files else ["--without-epoch-files"]),
         "--seed",
         str(seed),
         "--precision",
@@ -128,7 +120,6 @@ def train_once(
     data: str | None,
     precision: str,
     *,
-    epoch_files: bool = True,
     inference: bool = True,
 ) -> dict[str, Any]:
     """Run one training process; return its record plus wall-clock and per-epoch test accuracy (and, with
@@ -137,7 +128,7 @@ def train_once(
         work = Path(folder)
         started = time.perf_counter()
         result = subprocess.run(
-            command(name, flags, seed, work, data=data, precision=precision, epoch_files=epoch_files),
+            command(name, flags, seed, work, data=data, precision=precision),
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -309,78 +300,9 @@ def markdown(summary: dict[str, dict[str, Any]], seeds: list[int]) -> str:
     return "\n".join(rows)
 
 
-def epoch_files_cost(args, results_dir: Path) -> int:
-    """The same runs with and without the files the scripts write after every epoch (the network, for watching it
-    train), in alternating order; also the time those writes took, timed inside the run."""
-    from mnistlab import records
-
-    flags = configurations(args.quick, skip_best=True)  # the same networks, and --quick's slice, as the benchmark
-    runs: dict[str, list[dict[str, Any]]] = {"cnn": [], "dense": []}
-    for number, seed in enumerate(args.seeds[:1] if args.quick else args.seeds):
-        for name, done in runs.items():
-            for with_files in (True, False) if number % 2 == 0 else (False, True):  # alternate: drift cancels
-                what = "with" if with_files else "without"
-                print(f"[seed {seed}] training {name} {what} epoch files ...", flush=True)
-                record = train_once(
-                    name, flags[name], seed, args.data, args.precision, epoch_files=with_files, inference=False
-                )
-                done.append(record)
-                print(
-                    f"[seed {seed}] {name}: fit {record['fit_seconds']:.2f} s, writing the epoch files "
-                    f"{record['epoch_file_seconds']:.2f} s in {record['epoch_file_writes']} epochs",
-                    flush=True,
-                )
-    summary, table = epoch_files_summary(runs)
-    environment = records.environment()
-    print(f"\nMachine: {environment['cpu']}; TensorFlow {environment['tensorflow']}, Keras {environment['keras']}")
-    print(table)
-    out = results_dir / "epoch-files-cost.json"
-    records.write_json(out, {"environment": environment, "summary": summary, "runs": runs, "markdown": table})
-    print(f"\nwrote {out}")
-    return 0
-
-
-def epoch_files_summary(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], str]:
-    """The cost of the per-epoch file, per epoch: its write, timed in the run, against a typical epoch without it.
-
-    Medians of epochs after the first (which traces the model): this machine's CPU can run some epochs at half
-    speed, and how many of those land in a run moves a whole run's time by more than the write costs. The epochs'
-    own seconds do not include the callbacks, so with and without tell whether the write slows the training steps.
-    """
-    rows = [
-        "| network | precision | runs | epoch, median after the first: with the file | without | writing the file, "
-        "per epoch (median) | its share of an epoch without it | whole fit, median: with | without |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    summary = {}
-    for name, done in runs.items():
-        with_, without = ([r for r in done if r["epoch_files"] is flag] for flag in (True, False))
-        epoch_with = statistics.median(s for r in with_ for s in r["epoch_seconds"][1:])
-        epoch_without = statistics.median(s for r in without for s in r["epoch_seconds"][1:])
-        writing = statistics.median(r["epoch_file_seconds"] / r["epoch_file_writes"] for r in with_)
-        summary[name] = {
-            "epoch_seconds_with": epoch_with,
-            "epoch_seconds_without": epoch_without,
-            "writing_seconds_per_epoch": writing,
-            "writing_share": writing / epoch_without,
-            "fit_seconds_with": statistics.median(r["fit_seconds"] for r in with_),
-            "fit_seconds_without": statistics.median(r["fit_seconds"] for r in without),
-            "runs": len(with_),
-        }
-        row = summary[name]
-        rows.append(
-            f"| {name} | {with_[0]['precision']} | {len(with_)} + {len(without)} | {epoch_with:.2f} s "
-            f"| {epoch_without:.2f} s | {writing * 1000:.0f} ms | {row['writing_share']:.1%} "
-            f"| {row['fit_seconds_with']:.1f} s | {row['fit_seconds_without']:.1f} s |"
-        )
-    return summary, "\n".join(rows)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results_dir = cli.writable_dir(args.results_dir, "results dir")
-    if args.epoch_files:
-        return epoch_files_cost(args, results_dir)
     seeds = args.seeds[:1] if args.quick else args.seeds
     configs = configurations(args.quick, args.skip_best)
     if args.only:

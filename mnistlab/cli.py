@@ -18,7 +18,7 @@ from mnistlab import UserError, records
 
 DEFAULT_MODELS_DIR = "models"
 DEFAULT_RESULTS_DIR = "results"
-PRECISIONS = ("auto", "float32", "mixed_bfloat16")  # the training scripts' --precision choices
+PRECISIONS = ("float32", "mixed_bfloat16")  # the training scripts' --precision choices
 
 
 def number_type(

@@ -1,14 +1,15 @@
 """Training as it happens, for serve.py's page: read from the files that the training scripts write anyway.
 
-The scripts know nothing of the page. A run of ``train_NAME.py`` holds ``MODELS/.NAME.lock`` (its PID inside) while
-it runs, and keeps its backup folder ``MODELS/.resume-NAME/``: ``config.json`` (its flags, from the start),
-``history.csv`` (a row per finished epoch, from Keras' CSVLogger) and ``epoch-K.keras`` (the network after epoch K,
-renamed into place whole, before the epoch's CSV row). A run that ends well removes the folder and leaves
-``MODELS/NAME.keras``, ``RESULTS/NAME_run.json`` and ``RESULTS/NAME_history.json``.
+The scripts know nothing of the page. A run of ``train_NAME.py`` keeps a folder of its own, ``MODELS/.NAME-run-PID/``,
+until its model is saved: ``config.json`` (its flags, from the start), ``epoch-K.keras`` (Keras' ModelCheckpoint: the
+network after epoch K) and ``history.csv`` (Keras' CSVLogger: a row per finished epoch). ModelCheckpoint comes before
+CSVLogger in the script's callbacks, so when row K is there, ``epoch-K.keras`` is whole: the page loads the epoch of
+the last whole row and never a file still being written. A run that ends well leaves ``MODELS/NAME.keras``,
+``RESULTS/NAME_run.json`` and ``RESULTS/NAME_history.json``, then removes its folder.
 
-Everything here only reads, and never shows half a file: a CSV row without its newline is still being written and
-waits for the next look; an ``epoch-K.keras`` that is gone by the time it is opened was replaced by the next epoch's,
-and the network keeps its model until the next look.
+No lock and no PID: a run's folder that has changed in the last ``QUIET`` seconds (or three of its slowest epochs)
+is training; one that has not is stopped (Ctrl-C, kill -9: ``--resume`` goes on); a saved model newer than every
+run folder is the finished run. Everything here only reads.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import csv
 import io
 import json
 import math
-import re
 import sys
 import threading
 import time
@@ -31,10 +31,9 @@ import numpy as np
 import compare
 from mnistlab.explain import Explainer
 from mnistlab.inference import first_conv_kernels, network_inside
-from mnistlab.records import pid_alive
 
 TEMPLATES_SHOWN = 10  # dense units whose first-layer weights the page draws as 28×28 images
-EPOCH_FILE = re.compile(r"epoch-(\d+)\.keras")
+QUIET = 120.0  # seconds without a change after which a run counts as stopped (a first epoch can take a minute)
 
 
 @dataclass
@@ -59,7 +58,8 @@ class Progress:
             "starting": "starting",
             "training": f"epoch {done + 1}{of}" + (f" (epoch {done} done)" if done else ""),
             "testing": f"epoch {done}{of} done: testing and saving",
-            "stopped": f"stopped after epoch {done}{of}: run the same command with --resume to go on"
+            "stopped": f"stopped after epoch {done}{of} (its files have not changed for a while): run the same "
+            "command with --resume to go on"
             if done
             else f"stopped in epoch 1{of}, before it finished: run the same command again",
             "diverged": f"diverged in epoch {done}{of}: the loss is not a number; try a lower --learning-rate",
@@ -84,30 +84,37 @@ class Progress:
         }
 
 
-def progress(name: str, models_dir: Path, results_dir: Path) -> Progress:
+def progress(name: str, models_dir: Path, results_dir: Path, quiet: float = QUIET) -> Progress:
     """One look at the files of network ``name`` (``cnn`` or ``dense``)."""
-    backup, final = models_dir / f".resume-{name}", models_dir / f"{name}.keras"
-    lock = models_dir / f".{name}.lock"
-    running = holder(lock) is not None
-    if running and newer(final, lock) and newer(results_dir / f"{name}_run.json", lock):
-        running = False  # saved: all that is left is removing its folder, then its lock
-    elif running or backup.is_dir():
-        config = read_json(backup / "config.json")
-        if config is None and not running:  # being removed by the run that ended: look again
-            return finished(name, final, results_dir)
-        epochs = config.get("epochs") if config else None
-        history = read_history_csv(backup / "history.csv")
-        found = newest_epoch_file(backup)
-        if history and not math.isfinite(history[-1].get("loss", math.nan)):
-            state = "diverged"
-        elif running and config is None:
-            state = "starting"
-        elif running:
-            state = "testing" if epochs and len(history) >= epochs else "training"
-        else:
-            state = "stopped"
-        return Progress(name, state, epochs, history, None, *(found or (None, None)))
-    return finished(name, final, results_dir)
+    final = models_dir / f"{name}.keras"
+    runs = [(changed(folder), folder) for folder in models_dir.glob(f".{name}-run-*") if folder.is_dir()]
+    if not runs or max(runs)[0] <= changed(final):
+        return finished(name, final, results_dir)
+    last_change, folder = max(runs)
+    config = read_json(folder / "config.json")
+    epochs = config.get("epochs") if config else None
+    history = read_history_csv(folder / "history.csv")
+    slowest = max((row.get("epoch_seconds", 0.0) for row in history), default=0.0)
+    if history and not math.isfinite(history[-1].get("loss", math.nan)):
+        state = "diverged"
+    elif time.time() - last_change > max(quiet, 3 * slowest):
+        state = "stopped"
+    elif config is None:
+        state = "starting"
+    else:
+        state = "testing" if epochs and len(history) >= epochs else "training"
+    model = folder / f"epoch-{len(history)}.keras"  # whole: its row is written after it
+    found = (model, len(history)) if history and model.is_file() else (None, None)
+    return Progress(name, state, epochs, history, None, *found)
+
+
+def changed(path: Path) -> float:
+    """When ``path`` last changed (a folder: the newest file in it), in seconds since the epoch; -inf if it is gone."""
+    try:
+        times = [path.stat().st_mtime, *(child.stat().st_mtime for child in path.iterdir())] if path.is_dir() else []
+        return max(times) if times else path.stat().st_mtime
+    except OSError:
+        return -math.inf
 
 
 def finished(name: str, final: Path, results_dir: Path) -> Progress:
@@ -119,25 +126,6 @@ def finished(name: str, final: Path, results_dir: Path) -> Progress:
     history = history if isinstance(history, list) and all(isinstance(row, dict) for row in history) else []
     epochs = record.get("epochs") if isinstance(record.get("epochs"), int) else len(history) or None
     return Progress(name, "finished", epochs, history, record.get("test_accuracy"), final, len(history) or None)
-
-
-def newer(path: Path, than: Path) -> bool:
-    try:
-        return path.stat().st_mtime_ns > than.stat().st_mtime_ns
-    except OSError:
-        return False
-
-
-def holder(lock: Path) -> int | None:
-    """The PID of the run that holds ``lock``, if it still runs. Read only: taking the lock, even for a moment,
-    could turn a run away. The run removes the file when it ends; after ``kill -9`` the PID tells."""
-    try:
-        pid = lock.read_text().strip()
-    except OSError:
-        return None
-    if not pid.isdigit():  # the run writes its PID just after it opens the file
-        return 0
-    return int(pid) if pid_alive(int(pid)) else None
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -164,14 +152,6 @@ def read_history_csv(path: Path) -> list[dict[str, float]]:
         if "epoch" in values:
             rows[int(values["epoch"])] = values
     return [rows[epoch] for epoch in sorted(rows)]
-
-
-def newest_epoch_file(folder: Path) -> tuple[Path, int] | None:
-    try:
-        found = [(int(m[1]), path) for path in folder.iterdir() if (m := EPOCH_FILE.fullmatch(path.name))]
-    except OSError:
-        return None
-    return (max(found)[1], max(found)[0]) if found else None
 
 
 def first_layer(model: keras.Model) -> dict[str, Any] | None:
