@@ -6,6 +6,7 @@ import base64
 import contextlib
 import http.client
 import json
+import os
 import re
 import shutil
 import signal
@@ -34,6 +35,7 @@ from conftest import (
 )
 
 from mnistlab.images import canvas_png
+from mnistlab.live import QUIET
 from mnistlab.server import NO_NETWORK, DemoServer
 
 DOCS = ROOT / "docs"
@@ -408,23 +410,30 @@ def test_the_page_refuses_a_model_holding_code_and_answers_with_the_other(code_i
 
 # --- the page's rule: a stopped run's backup wins over the last finished model ---------------------------------
 def test_a_stopped_runs_backup_wins_over_the_last_finished_model(trained, tmp_path, mnist):
-    """A new run of train_cnn.py stopped after epoch 2 of 5 (Ctrl-C: its backup stays, its lock is gone), beside
-    the model and records of an earlier finished run: the page shows the stopped run, and its network answers."""
+    """A new run of train_cnn.py stopped after epoch 2 of 5 (Ctrl-C: its folder stays, quiet for longer than the page
+    waits), newer than the model and records of an earlier finished run: the page shows the stopped run, and its
+    network answers."""
     models, results = tmp_path / "models", tmp_path / "results"
-    backup = models / ".resume-cnn"
-    backup.mkdir(parents=True)
+    folder = models / ".cnn-run-4242"
+    folder.mkdir(parents=True)
     shutil.copytree(trained["results"], results)  # the finished run's records: 3 epochs, its test accuracy
     shutil.copy(trained["models"] / "cnn.keras", models / "cnn.keras")
-    shutil.copy(trained["models"] / "cnn.keras", backup / "epoch-2.keras")
-    (backup / "config.json").write_text(json.dumps({"epochs": 5, "preset": "fast"}))
-    (backup / "history.csv").write_text(
+    shutil.copy(trained["models"] / "cnn.keras", folder / "epoch-2.keras")
+    (folder / "config.json").write_text(json.dumps({"epochs": 5, "preset": "fast"}))
+    (folder / "history.csv").write_text(
         "epoch,accuracy,epoch_seconds,loss,val_accuracy,val_loss\n0,0.9,2.0,0.3,0.91,0.3\n1,0.95,2.0,0.2,0.95,0.2\n"
     )
-    epoch_file = (backup / "epoch-2.keras").stat()
+    now = time.time()
+    for path, age in [(models / "cnn.keras", 2 * QUIET), *((path, QUIET + 60) for path in [*folder.iterdir(), folder])]:
+        os.utime(path, (now - age, now - age))
+    epoch_file = (folder / "epoch-2.keras").stat()
     with serving(models, results) as httpd:
         cnn = status_of(httpd.url)["cnn"]
         assert (cnn["state"], cnn["epoch"], cnn["epochs"]) == ("stopped", 2, 5), cnn
-        assert cnn["line"] == "stopped after epoch 2 of 5: run the same command with --resume to go on"
+        assert cnn["line"] == (
+            "stopped after epoch 2 of 5 (its files have not changed for a while): run the same command with --resume "
+            "to go on"
+        )
         assert [row["epoch"] for row in cnn["history"]] == [1, 2] and cnn["test_accuracy"] is None
         assert cnn["model"] == {"epoch": 2, "final": False, "version": f"{epoch_file.st_mtime_ns}-{epoch_file.st_size}"}
         status, answer = post(httpd.url, {"pixels": mnist.x_test[0].tolist()})
