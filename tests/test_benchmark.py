@@ -26,7 +26,7 @@ def test_quick_benchmark_reports_everything(tmp_path):
     for name, summary in payload["summary"].items():
         assert floors[name] < summary["test_accuracy_median"] <= 1, name
         assert summary["wall_seconds_median"] > summary["training_seconds_median"] > 0, name
-        assert summary["images_per_second_median"] > 1000 and 0 < summary["latency_ms_median"] < 100, name
+        assert summary["images_per_second_median"] > 0 and summary["latency_ms_median"] > 0, name  # speed: the report
         assert 100 < summary["peak_memory_mib_max"] < 16000, name
         assert summary["training_gflops_median"] > 0, name
     assert payload["summary"]["baseline"]["evaluate_images_per_second_median"] > 0
@@ -34,33 +34,9 @@ def test_quick_benchmark_reports_everything(tmp_path):
     assert {run["precision"] for runs in payload["runs"].values() for run in runs} == {"float32"}
     run = payload["runs"]["cnn"][0]
     assert len(run["epoch_test_accuracy"]) == len(run["epoch_seconds"]) == 2
+    # The script's main() with the benchmark's callbacks: fit() as a whole holds its epochs and the script's own
+    # per-epoch writes (the network for the page, the history row, the backup); the test evaluations are taken out.
+    assert run["fit_seconds"] > sum(run["epoch_seconds"]) > 0 and run["test_eval_seconds"] > 0, run
     assert payload["cpu_peak_gflops_estimate"] > 0
     with Image.open(tmp_path / "benchmark.png") as image:
         assert image.width > 600
-
-
-def test_quick_epoch_files_cost_reports_both_arms(tmp_path):
-    """benchmark.py --epoch-files: each network trained with and without the per-epoch file, the writes timed."""
-    result = run_script(
-        "benchmark.py",
-        "--epoch-files",
-        "--quick",
-        "--precision",
-        "float32",
-        "--results-dir",
-        str(tmp_path),
-        *data_flags(),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "| network | precision | runs | epoch, median after the first: with the file |" in result.stdout
-    payload = json.loads((tmp_path / "epoch-files-cost.json").read_text())
-    for name in ("cnn", "dense"):
-        runs = payload["runs"][name]
-        assert sorted(run["epoch_files"] for run in runs) == [False, True]
-        for run in runs:  # --quick: 2 epochs; the script's save_epoch was called after each, and skipped without
-            assert run["epoch_file_writes"] == 2 and len(run["epoch_seconds"]) == 2, run
-            assert (run["epoch_file_seconds"] > 0) == run["epoch_files"], run
-            assert run["fit_seconds"] > sum(run["epoch_seconds"]) > 0, run
-        summary = payload["summary"][name]
-        assert 0 < summary["writing_share"] < 1 and summary["writing_seconds_per_epoch"] > 0, summary
-        assert f"| {name} | float32 | 1 + 1 |" in result.stdout
