@@ -37,22 +37,19 @@ def parse_args(argv: Sequence[str] | None = None):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    import compare
     from mnistlab import images, inference  # after parsing: fast --help
 
     # 1. Prepare every image first: a bad file is reported before the slow model loading.
     digits = {path: images.load_digit(path) for path in args.images}
 
-    # 2. Both saved models (safe mode), compiled for single images.
-    predictors = {
-        name: compare.predictor(model) for name, model in inference.load_saved_models(args.models_dir).items()
-    }
+    # 2. Both saved models (safe mode); Keras' predict_on_batch answers one image in one call.
+    models = inference.load_saved_models(args.models_dir)
 
     # 3. Top-3 classes per model, per image.
     report = []
     for path, digit in digits.items():
         entry = {"file": path, "models": {}}
-        probabilities = {name: predict(digit[None])[0] for name, predict in predictors.items()}
+        probabilities = {name: model.predict_on_batch(digit[None])[0] for name, model in models.items()}
         for name, probs in probabilities.items():
             best = probs.argsort()[::-1][:TOP]
             entry["models"][name] = [[int(label), round(float(probs[label]), 4)] for label in best]

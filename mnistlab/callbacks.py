@@ -36,9 +36,9 @@ class TestAccuracyTracker(keras.callbacks.Callback):
 
     Placed after the callback that times an epoch, so its evaluation is not counted in ``epoch_seconds``; the time
     it takes is kept in ``seconds``, for the benchmark to subtract from the process's wall-clock. It predicts with
-    its own compiled function rather than ``model.evaluate``, which would re-trace the model's test function
-    (shared with validation) and slow the epochs it measures. Nothing is decided on these numbers (no early
-    stopping, no model selection): the test set is not used for tuning.
+    Keras' ``predict_on_batch`` (compare.py's ``predict_all``) rather than ``model.evaluate``, which would re-trace
+    the model's test function (shared with validation) and slow the epochs it measures. Nothing is decided on these
+    numbers (no early stopping, no model selection): the test set is not used for tuning.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
@@ -47,12 +47,10 @@ class TestAccuracyTracker(keras.callbacks.Callback):
         self.accuracies: list[float] = []
         self.epoch_seconds: list[float] = []
         self.seconds = 0.0
-        self.predict = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         started = time.perf_counter()
-        self.predict = self.predict or compare.predictor(self.model)
-        predicted = compare.predict_all(self.predict, self.images).argmax(axis=1)
+        predicted = compare.predict_all(self.model, self.images).argmax(axis=1)
         self.accuracies.append(float((predicted == self.labels).mean()))
         self.seconds += time.perf_counter() - started
         self.epoch_seconds.append(float((logs or {}).get("epoch_seconds", 0.0)))

@@ -1,7 +1,7 @@
 """The saved models, and the layers whose outputs are a CNN's feature maps.
 
-Loading (safe mode, checked), timing and compiled prediction are compare.py's own (``compare.load_model``,
-``compare.predictor``, ``compare.images_per_second``, ``compare.latency_ms``): one definition, used everywhere.
+Loading (safe mode, checked), batched prediction and timing are compare.py's own (``compare.load_model``,
+``compare.predict_all``, ``compare.speed``): one definition, used everywhere.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -106,49 +107,70 @@ def test_a_child_reports_its_own_peak_memory_not_its_parents(tmp_path):
 
 
 # Each compare.py run, about to put its files in place (os.replace), waits there for the other: both have written
-# their temp files, and the two runs' renames come together.
+# their temp files, and the two runs' renames come together. A rename that Windows refuses (the file is held open)
+# is noted in MEET as refused-PID, for the test to see.
 MEET_BEFORE_THE_RENAMES = """
 import os, pathlib, time
 MEET = pathlib.Path(MEET)
 _replace = os.replace  # Windows' rules
 def replace(src, dst, **kwargs):
-    if os.path.basename(dst).startswith("comparison.") and not (MEET / str(os.getpid())).exists():
-        (MEET / str(os.getpid())).touch()
+    me = str(os.getpid())
+    if os.path.basename(dst).startswith("comparison.") and not (MEET / me).exists():
+        (MEET / me).touch()
         deadline = time.monotonic() + 120
-        while len(list(MEET.iterdir())) < 2:
+        while len([path for path in MEET.iterdir() if path.name.isdigit()]) < 2:
             if time.monotonic() > deadline:
                 raise RuntimeError("the other compare.py never came to its renames")
             time.sleep(0.01)
-    return _replace(src, dst, **kwargs)
+    try:
+        return _replace(src, dst, **kwargs)
+    except PermissionError:
+        (MEET / f"refused-{me}").touch()
+        raise
 os.replace = replace
 """
 
 
 def test_two_compare_runs_at_once_under_windows_rules(trained, tmp_path):
-    """Both write their comparison at once (each waits, its temp files written, until the other is as far), and
-    both end with exit 0 and no traceback, leaving one whole comparison.json, the figure, and no temp file."""
+    """Both write their comparison at once (each waits, its temp files written, until the other is as far), while
+    a reader holds the previous comparison.json open, as an editor on Windows would: Windows refuses both runs'
+    renames, and each waits (its retry loop) until the reader closes the file, which the test does once it has seen
+    both refused. Both end with exit 0 and no traceback, leaving one whole comparison.json, the figure, and no temp
+    file or folder."""
     shutil.copy(ROOT / "compare.py", tmp_path)
     shutil.copytree(trained["models"], tmp_path / "models")
-    shutil.copytree(trained["results"], tmp_path / "results")
+    results = shutil.copytree(trained["results"], tmp_path / "results")
+    (results / "comparison.json").write_text('{"data": "the previous comparison"}\n')
     meet = tmp_path / "meet"
     meet.mkdir()
     run_as_main = "import runpy, sys\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
     runner = f"{PRELUDE}\nMEET = {str(meet)!r}\n{MEET_BEFORE_THE_RENAMES}\n{run_as_main}"
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-c", runner, "compare.py", *data_flags()],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    reader = open(results / "comparison.json")  # noqa: SIM115 - held open until both renames were refused
+    try:
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-c", runner, "compare.py", *data_flags()],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        refused = [meet / f"refused-{run.pid}" for run in runs]
+        deadline = time.monotonic() + 300
+        while not all(path.exists() for path in refused):
+            ended = [run.args for run in runs if run.poll() is not None]
+            assert not ended and time.monotonic() < deadline, ("no refused rename from both runs", ended)
+            time.sleep(0.01)
+    finally:
+        reader.close()
     for run in runs:
         _, err = run.communicate(timeout=300)
         assert run.returncode == 0 and "Traceback" not in err, err[-2000:]
-    assert sorted(p.name for p in meet.iterdir()) == sorted(str(run.pid) for run in runs)  # both came to the renames
-    rows = json.loads((tmp_path / "results" / "comparison.json").read_text())["models"]
+    pids = [str(run.pid) for run in runs]
+    assert sorted(p.name for p in meet.iterdir()) == sorted([*pids, *(f"refused-{pid}" for pid in pids)])
+    rows = json.loads((results / "comparison.json").read_text())["models"]
     assert set(rows) == {"cnn", "dense"}
-    assert (tmp_path / "results" / "comparison.png").read_bytes().startswith(b"\x89PNG")
-    assert not [p.name for p in (tmp_path / "results").iterdir() if ".tmp-" in p.name]
+    assert (results / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    assert not [p.name for p in results.iterdir() if ".tmp" in p.name]
