@@ -154,18 +154,15 @@ def train_once(
 
 
 def time_inference(model_path: Path, name: str, data_path: str | None) -> dict[str, float]:
-    """Throughput at a large batch and one-image latency (compare.py's compiled call and timers); for the
-    baseline also its evaluate()."""
+    """Throughput at a large batch and one-image latency (compare.py's own timing, Keras' predict_on_batch); for
+    the baseline also its evaluate()."""
     import compare
     from mnistlab import data
 
     dataset = data.load(data_path)
     model = compare.load_model(str(model_path), made_by="benchmark.py")
-    predict = compare.predictor(model)
-    timings = {
-        "images_per_second": compare.images_per_second(predict, dataset.x_test),
-        "latency_ms": compare.latency_ms(predict, dataset.x_test[:1]),
-    }
+    images_per_second, latency_ms = compare.speed(model, dataset.x_test[..., None].astype("float32"))
+    timings = {"images_per_second": images_per_second, "latency_ms": latency_ms}
     if name == "baseline":  # the reference the target is stated against: evaluate() at its default batch of 32
         images = dataset.x_test[..., None].astype("float32")
         model.evaluate(images[:512], dataset.y_test[:512], verbose=0)
