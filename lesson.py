@@ -71,6 +71,7 @@ finally:
 SEED = 1  # every experiment starts from this seed (as the scripts' --seed 1); those run on 3 seeds use 1, 2, 3
 CHANCE = 0.1  # ten digits: guessing, or always answering the same digit, is right about one time in ten
 keras.utils.set_random_seed(SEED)  # the same seed, the same weights, shuffling and dropout
+tf.get_logger().setLevel("ERROR")  # no warnings that fit() is traced again: each experiment builds new models
 print(f"Keras {keras.__version__}, TensorFlow {tf.__version__}, NumPy {np.__version__}")
 
 # The time table at the end: each cell's computing time, added up per step (the last run of each cell counts, and
@@ -434,6 +435,10 @@ figure.suptitle("conv1's kernels (5×5) before and after training, each above th
 plt.show()
 
 # %% [markdown]
+# Any kernel, even a random one, answers where there is ink, so the maps above all show the digit somehow. What
+# the eye may see is that trained kernels are smoother and their maps pick out particular edges and strokes; the
+# eye can be fooled, so here is a number.
+#
 # **A number that tells them apart.** In a random kernel, neighbouring weights are unrelated. A stroke or an edge is
 # a smooth pattern: along it, neighbouring weights agree. So measure the *neighbour agreement*: the correlation
 # between each weight and its right-hand and lower neighbours, over all 32 kernels (each kernel's mean taken out
@@ -459,6 +464,7 @@ axis.axvline(agreement["before"], color="C0", linewidth=2, label="conv1 before t
 axis.axvline(agreement["after"], color="C3", linewidth=2, label="conv1 after training")
 axis.set(xlabel="neighbour agreement (correlation of neighbouring weights)", ylabel="sets of kernels",
          xlim=(min(random_agreement) - 0.05, max(1.0, agreement["after"] + 0.05)))
+axis.yaxis.get_major_locator().set_params(integer=True)  # counts of sets: whole numbers
 axis.legend(loc="upper right")
 plt.show()
 print(f"Neighbour agreement: {agreement['before']:.2f} before training, {agreement['after']:.2f} after; the 200 "
@@ -740,7 +746,11 @@ print(f"With the default start, ReLU's signal shrinks from {signals['relu'][0]:.
       f"({gradients['relu_he'][0]:.1e} against {gradients['relu'][0]:.1e} per weight).")
 print(f"Adam divides each weight's step by the running size of that weight's own gradient (plus epsilon = "
       f"{epsilon:g}), so a gradient that is smaller by the same factor everywhere still gives steps of about the "
-      f"learning rate: the default-start ReLU reaches {final['relu']:.1%} and the He start {final['relu_he']:.1%}. "
+      f"learning rate"
+      + (f": the default-start ReLU still reaches {final['relu']:.1%}, close to He's {final['relu_he']:.1%}. "
+         if final["relu"] > final["relu_he"] - 0.02 else
+         f"; yet the default-start ReLU reaches only {final['relu']:.1%} against He's {final['relu_he']:.1%}: the "
+         "rescaling does not make up for everything. ")
       + (f"Sigmoid's first-layer gradient, {gradients['sigmoid'][0]:.1e} per weight, is below epsilon, where that "
          "rescaling stops and the steps shrink with the gradient. "
          if gradients["sigmoid"][0] < epsilon else "")
@@ -823,6 +833,8 @@ bars = axis.bar(list(POOL_VERSIONS), [pool_accuracy[v] * 100 for v in POOL_VERSI
                 color=["C0", "C0", "C0", "C3", "C3"])
 axis.bar_label(bars, [f"{pool_accuracy[v]:.1%}\n{pool_features[v]:,} numbers in" for v in POOL_VERSIONS])
 axis.axhline(CHANCE * 100, color="grey", linestyle=":", label="chance")
+axis.set_xticks(range(len(POOL_VERSIONS)), [f"{size}×{size} pool\n{count} kernels"
+                                             for size, count in POOL_VERSIONS.values()])
 axis.set(ylim=(0, 112), ylabel="test accuracy (%)",
          title=f"One Conv2D and a pool, {POOL_IMAGES:,} images, {POOL_EPOCHS} epochs "
                "(blue: the pool keeps a grid of where; red: one number per map)")
@@ -878,7 +890,8 @@ print(f"By the gradient, pool2's unit (2, 2) sees rows {seen_rows[0]}–{seen_ro
 # %% [markdown]
 # ## 7. Dropout
 #
-# **Question.** A network with 669,706 weights and only a thousand training images can learn each image by heart.
+# **Question.** A network with hundreds of thousands of weights and a thousand training images can learn each
+# image by heart.
 # Does switching off random units during training make it memorise less?
 #
 # While training, a `Dropout(rate)` layer drops each of its inputs (sets it to 0) independently with probability
@@ -1039,10 +1052,12 @@ left.set(xticks=positions, xticklabels=[f"{s:,} images" for s in AUGMENT_SIZES],
 left.legend(fontsize=8, loc="lower right")
 left.grid(alpha=0.3)
 for position, size in zip(positions, AUGMENT_SIZES, strict=True):
-    right.scatter([position] * len(AUGMENT_SEEDS), np.array(gains[size]) * 100, color="C2",
+    right.bar(position, np.mean(gains[size]) * 100, width=0.5, color="C2", alpha=0.5,
+              label="mean over the seeds" if position == 0 else None)
+    right.errorbar(position, np.mean(gains[size]) * 100, yerr=np.std(gains[size]) * 100, fmt="none",
+                   color="black", capsize=6, label="± standard deviation" if position == 0 else None)
+    right.scatter([position + 0.1] * len(AUGMENT_SEEDS), np.array(gains[size]) * 100, color="C3", zorder=3,
                   label="one seed" if position == 0 else None)
-    right.errorbar(position + 0.1, np.mean(gains[size]) * 100, yerr=np.std(gains[size]) * 100, fmt="s",
-                   color="C3", capsize=4, label="mean ± standard deviation" if position == 0 else None)
 right.axhline(0, color="grey", linewidth=1)
 right.set(xticks=positions, xticklabels=[f"{s:,} images" for s in AUGMENT_SIZES], xlim=(-0.5, len(positions) - 0.5),
           ylabel="augmented − plain (points)", title="The gain from augmentation, seed by seed")
@@ -1067,8 +1082,8 @@ for size in AUGMENT_SIZES:
 # %% [markdown]
 # ## 9. The comparison: a CNN against a dense network
 #
-# **Question.** The CNN has a nineteenth of the dense network's weights. Should it be less accurate, slower, or
-# neither? And is its lead really about pictures, or would it win on any 784 numbers?
+# **Question.** The CNN has far fewer weights than the dense network (step 0's summaries). Should it be less
+# accurate, slower, or neither? And is its lead really about pictures, or would it win on any 784 numbers?
 #
 # The two networks of step 0, each trained on all 54,000 training images as its script trains it, side by side on
 # the 10,000 test images: accuracy, errors, parameters, arithmetic and time. Then two experiments on what the CNN's
@@ -1125,7 +1140,7 @@ axes[0].legend(loc="lower right")
 axes[0].grid(alpha=0.3)
 errors = {name: int((guesses != y_test).sum()) for name, guesses in predicted.items()}
 bars = axes[1].bar(["CNN", "Dense"], [errors["cnn"], errors["dense"]], color=["C0", "C1"])
-axes[1].bar_label(bars, [f"{errors[n]} errors, {networks[n].count_params():,} parameters" for n in networks])
+axes[1].bar_label(bars, [f"{errors[n]} errors\n{networks[n].count_params():,} parameters" for n in networks])
 axes[1].set(title="Errors on the 10,000 test images", ylim=(0, max(errors.values()) * 1.2))
 plt.show()
 lead = accuracy["cnn"] - accuracy["dense"]
@@ -1245,7 +1260,8 @@ for offset, order in ((-0.2, "original"), (0.2, "shuffled")):
     values = [retrained[name, order] * 100 for name in ("cnn", "dense")]
     drawn = middle.bar(np.arange(2) + offset, values, width=0.4, label=f"{order} pixels")
     middle.bar_label(drawn, [f"{v:.1f}" for v in values], fontsize=9)
-middle.set(xticks=[0, 1], xticklabels=["CNN", "Dense"], ylim=(0, 100), ylabel="test accuracy (%)",
+middle.set(xticks=[0, 1], xticklabels=["CNN", "Dense"], ylim=(0, 110), yticks=range(0, 101, 20),
+           ylabel="test accuracy (%)",
            title=f"Trained again on {SHUFFLE_IMAGES:,} images, {SHUFFLE_EPOCHS} epochs")
 middle.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)  # below the axes, clear of the bars
 right.imshow(np.hstack([x_test[0, :, :, 0], scramble(x_test[:1])[0, :, :, 0]]), cmap="gray")
