@@ -1,11 +1,10 @@
-"""What differs on macOS and Windows, checked here where it is cheap: no /proc/cpuinfo, ru_maxrss in bytes, and two
-compare.py runs at once under Windows' rules (tests/windows_rules.py)."""
+"""What differs on macOS and Windows, checked here where it is cheap: ru_maxrss in bytes, and two compare.py runs at
+once under Windows' rules (tests/windows_rules.py). The training scripts no longer look at the CPU (no /proc/cpuinfo,
+no AMX detection): their runs under Windows' rules are in tests/test_standalone.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -18,65 +17,7 @@ import pytest
 from conftest import ROOT, data_flags
 from windows_rules import PRELUDE
 
-import train_cnn
-import train_dense
 from mnistlab import records
-
-
-def without_proc_cpuinfo(monkeypatch) -> None:
-    real_isfile = os.path.isfile
-    monkeypatch.setattr(os.path, "isfile", lambda path: path != "/proc/cpuinfo" and real_isfile(path))
-
-
-def test_the_scripts_describe_a_cpu_without_proc_cpuinfo(monkeypatch):
-    """macOS and Windows have no /proc/cpuinfo: the record names the processor as Python sees it, and bfloat16 is
-    never chosen there."""
-    without_proc_cpuinfo(monkeypatch)
-    monkeypatch.setattr(platform, "processor", lambda: "Apple M3")
-    for script in (train_cnn, train_dense):
-        assert script.environment()["cpu"] == f"Apple M3, {os.cpu_count()} cores"
-        assert script.amx_bf16() is False
-    monkeypatch.setattr(platform, "processor", lambda: "")
-    assert train_cnn.environment()["cpu"] == f"{platform.machine()}, {os.cpu_count()} cores"
-
-
-CPUINFO = (  # a stand-in /proc/cpuinfo: two cores of a Xeon, with the flags given
-    "processor\t: {n}\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
-    "flags\t\t: fpu sse sse2 avx avx2 avx512f avx512_bf16 {flags}\n\n"
-)
-
-
-@pytest.mark.parametrize(
-    ("flags", "precision"),
-    [("amx_bf16 amx_tile amx_int8", "mixed_bfloat16"), ("", "float32")],
-    ids=["with-amx-bf16", "without"],
-)
-def test_precision_auto_picks_bfloat16_with_amx_bf16_units_and_float32_without(monkeypatch, flags, precision):
-    """--precision auto (the default) as each script decides it from /proc/cpuinfo, here a stand-in: mixed_bfloat16
-    on a CPU with AMX-BF16 units, float32 on one without (AVX-512's bfloat16 is not enough); the record names it."""
-    import io
-
-    import keras
-
-    cpuinfo = "".join(CPUINFO.format(n=n, flags=flags) for n in range(2))
-    real_isfile, real_open = os.path.isfile, open
-    monkeypatch.setattr(os.path, "isfile", lambda path: path == "/proc/cpuinfo" or real_isfile(path))
-
-    def stand_in_open(path, *args, **kwargs):
-        return io.StringIO(cpuinfo) if path == "/proc/cpuinfo" else real_open(path, *args, **kwargs)
-
-    policy = keras.mixed_precision.global_policy()
-    try:
-        for script in (train_cnn, train_dense):
-            monkeypatch.setattr(script, "open", stand_in_open, raising=False)  # the script's own open()
-            args = script.parse_args([])
-            assert args.precision == "auto"
-            keras.mixed_precision.set_global_policy("float32")
-            assert script.choose_devices_and_precision(args)[1] == precision, script.__name__
-            assert keras.mixed_precision.global_policy().name == precision, script.__name__
-            assert script.environment()["cpu"] == f"Intel(R) Xeon(R) Platinum 8480+, {os.cpu_count()} cores"
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
 
 
 def test_peak_memory_reads_bytes_on_macos_and_kibibytes_on_linux(monkeypatch, tmp_path):

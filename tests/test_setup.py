@@ -3,6 +3,7 @@ and the browser tests' own setup: Chromium missing is a skip on a laptop, a fail
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -20,7 +21,11 @@ needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 def make(*args: str, folder: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["make", "--no-print-directory", "-C", str(folder), *args], capture_output=True, text=True, check=False
+        ["make", "--no-print-directory", "-C", str(folder), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,  # each target here only checks, lists or removes: seconds
     )
 
 
@@ -57,7 +62,7 @@ def test_python_310_stand_in_is_refused_with_what_to_do_before_any_venv(tmp_path
     """On every machine: the refusal of `make check-python`, and of `make setup` before it makes a venv."""
     stand_in = python_310_stand_in(tmp_path)
     asked = [stand_in, "-c", "import sys; print(sys.version_info[:2])"]
-    says = subprocess.run(asked, capture_output=True, text=True, check=False)
+    says = subprocess.run(asked, capture_output=True, text=True, check=False, timeout=60)
     assert says.stdout.strip() == "(3, 10)", says  # what the check will see
     result = make("check-python", f"PYTHON={stand_in}")
     assert result.returncode != 0
@@ -73,6 +78,10 @@ def test_missing_interpreter_is_named():
     result = make("check-python", "PYTHON=python3.99-not-here")
     assert result.returncode != 0
     assert "error: python3.99-not-here not found" in result.stderr
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- make all and make clean, in a copy of the project ------------------------------------------------------------
@@ -111,8 +120,18 @@ def test_make_all_skips_a_network_that_is_already_saved(tmp_path, saved):
 @needs_make
 def test_make_clean_keeps_the_run_log(tmp_path):
     """`make clean` removes the saved models, figures, JSON records and the report, and keeps results/runs.jsonl
-    (one line for every run there has been) and the data."""
-    variables = a_copy_to_make_in(tmp_path)
+    (one line for every run there has been) and data/: the very files, untouched (same inode, bytes and mtime), and
+    anything else a learner put there."""
+    venv = a_copy_to_make_in(tmp_path)[0]
+    variables = [venv, "DATA=data/mnist.npz"]  # the copy's own data/, where `make data` puts it
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(mnist_npz(), data / "mnist.npz")
+    (data / "my-digits.npz").write_bytes(b"a learner's own file")
+    an_hour_ago = time.time() - 3600
+    for path in data.iterdir():
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    before = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns, digest(path)) for path in data.iterdir()}
     models, results = tmp_path / "models", tmp_path / "results"
     models.mkdir()
     results.mkdir()
@@ -126,7 +145,8 @@ def test_make_clean_keeps_the_run_log(tmp_path):
     assert [path.name for path in made if path.exists()] == []
     assert sorted(p.name for p in results.iterdir()) == ["runs.jsonl"]
     assert (results / "runs.jsonl").read_text() == '{"name": "cnn"}\n{"name": "dense"}\n'
-    assert mnist_npz().is_file()
+    after = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns, digest(path)) for path in data.iterdir()}
+    assert after == before, sorted(after)
 
 
 # --- the browser tests' Chromium -----------------------------------------------------------------------------
