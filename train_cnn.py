@@ -61,8 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag("--val-split", type=float, help="share held out to validate (fast: 0.1, best: 0)")
     flag("--augment", action=on_off, help="train on randomly moved digits (best: on)")
     flag("--label-smoothing", type=float, help="share of each label spread out (best: 0.1)")
-    flag("--average-weights", action=on_off, help="end on weights averaged over the last steps")
-    flag("--shifted-views", action=on_off, help="answer with the average of five moved views")
+    flag("--average-weights", action=on_off, help="end on the weights' recent average (best: on)")
+    flag("--shifted-views", action=on_off, help="answer as five moved views vote (best: on)")
     flag("--seed", type=int, default=1, help="seed of the weights, the shuffling and dropout")
     flag("--train-size", type=int, metavar="N", help="train on the first N training images only")
     flag("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
@@ -76,8 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name, value in PRESETS[args.preset].items():
         setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     for name in ("epochs", "batch_size", "train_size"):
-        if (getattr(args, name) or 1) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.learning_rate <= 0:
         parser.error(f"--learning-rate must be greater than 0, got {args.learning_rate}")
     for name in ("val_split", "label_smoothing"):
@@ -248,7 +249,8 @@ def main(argv=None, callbacks=()) -> int:
         fail(f"--train-size {args.train_size} is larger than the {len(x_train)} training images; "
              "use at most that")
     x_train, y_train = x_train[: args.train_size, ..., None], y_train[: args.train_size]
-    y_train, y_test = keras.utils.to_categorical(y_train, 10), keras.utils.to_categorical(y_test, 10)
+    y_train = keras.utils.to_categorical(y_train, 10)  # 3 → [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+    y_test = keras.utils.to_categorical(y_test, 10)
     cut = len(x_train) - round(len(x_train) * args.val_split)  # fit() validates on the rest
     if cut < 1:
         fail(f"only {len(x_train)} training images: too few to hold out a validation set")
@@ -274,7 +276,8 @@ def main(argv=None, callbacks=()) -> int:
 
     # Fit, with Keras' callbacks: after every epoch the network (serve.py's live page shows it),
     # a row of history.csv, and a backup that --resume goes on from.
-    fit_callbacks = [EpochSeconds(), keras.callbacks.ModelCheckpoint(folder + "/epoch-{epoch}.keras"),
+    fit_callbacks = [EpochSeconds(),
+                     keras.callbacks.ModelCheckpoint(folder + "/epoch-{epoch}.keras"),
                      keras.callbacks.CSVLogger(folder + "/history.csv", append=True),
                      Backup(folder + "/backup"), keras.callbacks.TerminateOnNaN()]
     if args.tensorboard:
@@ -284,8 +287,8 @@ def main(argv=None, callbacks=()) -> int:
               callbacks=[*fit_callbacks, *callbacks], verbose=1 if sys.stdout.isatty() else 2)
     if model.stop_training:  # by TerminateOnNaN
         fail("training diverged (the loss is not a number); try a lower --learning-rate")
-    with open(folder + "/history.csv", newline="") as file:  # after --resume an epoch's last row wins
-        rows = {row["epoch"]: row for row in csv.DictReader(file)}
+    with open(folder + "/history.csv", newline="") as file:
+        rows = {row["epoch"]: row for row in csv.DictReader(file)}  # --resume: the last row wins
     history = [{key: float(value) for key, value in row.items() if value != "NA"}
                for row in rows.values()]
 
@@ -316,9 +319,11 @@ def main(argv=None, callbacks=()) -> int:
 def run_folder(args) -> str:
     """MODELS/.cnn-run-PID, with the run's flags: a folder of its own, so that two runs never
     share one. With --resume, the newest such folder, if its flags are the same."""
-    config = {key: value for key, value in vars(args).items() if key not in ("resume", "tensorboard")}
+    config = {key: value for key, value in vars(args).items()
+              if key not in ("resume", "tensorboard")}
     if args.resume:
-        found = sorted(glob.glob(f"{args.models_dir}/.cnn-run-*/config.json"), key=os.path.getmtime)
+        found = glob.glob(f"{args.models_dir}/.cnn-run-*/config.json")
+        found.sort(key=os.path.getmtime)
         if not found:
             fail(f"nothing to resume in {args.models_dir}; run the command without --resume")
         with open(found[-1]) as file:
@@ -331,7 +336,8 @@ def run_folder(args) -> str:
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as error:
-            fail(f"cannot write to the folder {path!r}: {error.strerror}; choose another with {option}")
+            fail(f"cannot write to the folder {path!r}: {error.strerror}; "
+                 f"choose another with {option}")
     folder = f"{args.models_dir}/.cnn-run-{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)  # left by an old run that had the same PID
     os.makedirs(folder)
