@@ -57,9 +57,6 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="peak rate of Adam (default: %(default)s)")
     flag("--val-split", type=float, default=0.1, help="share held out to validate (default: 0.1)")
     flag("--augment", action=on_off, default=False, help="train on randomly moved digits")
-    flag("--label-smoothing", type=float, default=0.0, help="share of each label spread out")
-    flag("--average-weights", action=on_off, default=False,
-         help="end on the weights' recent average")
     flag("--seed", type=int, default=1, help="seed of the weights, the shuffling and dropout")
     flag("--train-size", type=int, metavar="N", help="train on the first N training images only")
     flag("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
@@ -76,10 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.learning_rate <= 0:
         parser.error(f"--learning-rate must be greater than 0, got {args.learning_rate}")
-    for name in ("val_split", "label_smoothing"):
-        if not 0 <= getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 0 and less than 1, "
-                         f"got {getattr(args, name)}")
+    if not 0 <= args.val_split < 1:
+        parser.error(f"--val-split must be at least 0 and less than 1, got {args.val_split}")
     return args
 
 
@@ -209,14 +204,11 @@ def main(argv=None, callbacks=()) -> int:
     model = build_model(args.augment)
     model.summary()
 
-    # Compile: Adam with a one-cycle learning rate (and, --average-weights, a running average of
-    # the weights over about the last fifth of the steps, put in the network when fit() ends);
-    # the loss is the cross-entropy, -log of the probability given to the right digit.
+    # Compile: Adam with a one-cycle learning rate; the loss is the cross-entropy, -log of the
+    # probability given to the right digit.
     steps = math.ceil(len(x_train) / args.batch_size) * args.epochs
-    adam = keras.optimizers.Adam(one_cycle(args.learning_rate, steps), use_ema=args.average_weights,
-                                 ema_momentum=max(0.0, 1 - 5 / steps))
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
-    model.compile(optimizer=adam, loss=loss, metrics=["accuracy"])
+    adam = keras.optimizers.Adam(one_cycle(args.learning_rate, steps))
+    model.compile(optimizer=adam, loss="categorical_crossentropy", metrics=["accuracy"])
 
     # Fit, with Keras' callbacks: after every epoch the network (serve.py's live page shows it),
     # a row of history.csv, and a backup that --resume goes on from.

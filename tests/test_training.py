@@ -200,8 +200,6 @@ USER_FLAGS = (
     "--precision",
     "--resume",
     "--tensorboard",
-    "--label-smoothing",
-    "--average-weights",
 )
 
 
@@ -217,7 +215,7 @@ def test_cnn_help_lists_every_flag_with_the_values_of_both_presets():
     result = run_script("train_cnn.py", "--help")
     assert result.returncode == 0, result.stderr[-2000:]
     text = " ".join(result.stdout.split())  # argparse wraps help text at any space
-    for flag in (*USER_FLAGS, "--preset", "--shifted-views"):
+    for flag in (*USER_FLAGS, "--preset", "--shifted-views", "--label-smoothing", "--average-weights"):
         assert flag in text, flag
     fast, best = train_cnn.PRESETS["fast"], train_cnn.PRESETS["best"]
     assert set(fast) == set(best)
@@ -237,6 +235,7 @@ def test_dense_help_lists_every_flag_with_its_default():
     for flag in USER_FLAGS:
         assert flag in text, flag
     assert "--preset" not in text and "--shifted-views" not in text and "--distribute" not in text
+    assert "--label-smoothing" not in text and "--average-weights" not in text  # the best CNN's, not a dense one's
     args = train_dense.parse_args([])
     assert (args.epochs, args.batch_size, args.learning_rate, args.val_split) == (14, 1024, 0.005, 0.1)
     for flag, value in {"epochs": "14", "batch-size": "1024", "learning-rate": "0.005", "val-split": "0.1"}.items():
