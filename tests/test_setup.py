@@ -192,3 +192,19 @@ def test_chromium_and_its_driver_are_found_on_the_path(tmp_path, monkeypatch):
     (folder / "chromedriver").unlink()
     failed = outcome(driver=True, search_path=str(folder))
     assert isinstance(failed, pytest.fail.Exception) and str(failed).startswith("chromedriver not found, and CI=true")
+
+
+@needs_make
+def test_make_all_installs_what_a_learner_needs_and_make_test_the_tools_too(tmp_path):
+    """On a fresh clone (no .venv): `make all` installs requirements.txt alone; the test tools, Jupyter's and the
+    linter come with `make test` (requirements-dev.txt). make -n: what each would run."""
+    for name in ("Makefile", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy(ROOT / name, tmp_path)
+    variables = [f"PYTHON={sys.executable}", f"VENV={tmp_path / 'venv'}", f"DATA={mnist_npz()}"]
+    installs = {}
+    for goal in ("all", "test"):
+        result = make("-n", goal, *variables, folder=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        installs[goal] = [line.split(" -r ")[1] for line in lines if "pip install" in line and " -r " in line]
+    assert installs == {"all": ["requirements.txt"], "test": ["requirements.txt", "requirements-dev.txt"]}, installs
