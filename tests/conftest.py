@@ -92,18 +92,18 @@ def start(
     )
 
 
-def wait_for_epochs(backup: Path, count: int, process: subprocess.Popen[str], limit: float = 300) -> None:
-    """Wait until a run has finished ``count`` epochs and backed them up (Keras writes the backup's metadata last,
-    after the weights)."""
-    metadata = backup / "state" / "training_metadata.json"
+def wait_for_epochs(models: Path, count: int, process: subprocess.Popen[str], limit: float = 300) -> Path:
+    """Wait until ``process``'s run (its folder MODELS/.NAME-run-PID) has finished ``count`` epochs and backed them
+    up (Keras writes the backup's metadata last, after the weights): its run folder."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        try:
-            if json.loads(metadata.read_text())["epoch"] >= count:
-                return
-        except (OSError, ValueError, KeyError):
-            pass  # not written yet, or being written
+        for metadata in models.glob(f".*-run-{process.pid}/backup/training_metadata.json"):
+            try:
+                if json.loads(metadata.read_text())["epoch"] >= count:
+                    return metadata.parent.parent
+            except (OSError, ValueError, KeyError):
+                pass  # not written yet, or being written
         time.sleep(0.05)
     pytest.fail("training did not reach the epoch in time")
 
@@ -157,7 +157,7 @@ def last_words(process: subprocess.Popen[str], limit: float = 10) -> str:
 # A test's own hook in a script's process, for a handshake instead of a sleep: the hook says where the script is (a
 # line on stdout, or a file) and holds it there until the test has done what it came to do, at any machine speed.
 HOOK_TOOLS = '''
-import pathlib, signal, sys, time
+import os, pathlib, signal, sys, time
 import keras
 
 
@@ -173,16 +173,25 @@ def wait_until(condition, limit=300.0):
         time.sleep(0.01)
 
 
+# Every signal that reaches one of Python's handlers in this process (the script's, or Python's own for Ctrl-C) is
+# written, as a byte, to this pipe by the interpreter itself, before the handler runs: noted_signal() reads them.
+_noted, (_wakeup_read, _wakeup_write) = [], os.pipe()
+os.set_blocking(_wakeup_read, False)
+os.set_blocking(_wakeup_write, False)
+signal.set_wakeup_fd(_wakeup_write, warn_on_full_buffer=False)
+
+
 def noted_signal():
-    """A signal that the script's handler has noted and not acted on yet: StopBetweenSteps' (a stop waits for the
-    step's end), or the first that SignalsHeld noted (the final save's renames); else 0."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        owner = getattr(signal.getsignal(signum), "__self__", None)
-        noted = getattr(owner, "signum", 0) or (getattr(owner, "noted", None) or [0])[0]
-        if noted:
-            return noted
-    return 0
+    """The first signal that reached a Python handler in this process (else 0). The scripts act on a stop at once (a
+    KeyboardInterrupt wherever Python is), so a hook's wait_until(noted_signal) is ended by the stop itself; the
+    wait ends without one only if the script noted the signal and went on."""
+    try:
+        _noted.extend(os.read(_wakeup_read, 64))
+    except BlockingIOError:
+        pass
+    return _noted[0] if _noted else 0
 '''
+
 HOOK_FIT = """
 _fit = keras.Model.fit
 def _fit_with_the_tests_hook(self, *args, callbacks=None, **kwargs):
@@ -194,7 +203,8 @@ keras.Model.fit = _fit_with_the_tests_hook
 def fit_hook(hook: str, **values) -> str:
     """Python code for a script's process (start(prelude=...), or a runpy wrapper): ``hook`` defines a Keras callback
     class ``Hook`` (with HOOK_TOOLS and ``values`` as globals), which every fit() of the script gets after its own
-    callbacks: it sees each epoch's files written and each step's stop checked before it runs."""
+    callbacks (EpochSeconds, ModelCheckpoint, CSVLogger, Backup, ...): at an epoch's end, that epoch's files and
+    backup are written before it runs."""
     constants = "\n".join(f"{name} = {value!r}" for name, value in values.items())
     return "\n".join([HOOK_TOOLS, constants, textwrap.dedent(hook), HOOK_FIT])
 
@@ -378,3 +388,31 @@ def draw(driver, strokes) -> None:
         for x, y in stroke[1:]:
             actions.move_to_element_with_offset(pad, int(x - 140), int(y - 140))
         actions.release().perform()
+
+
+def after_keras_loads(code: str) -> str:
+    """Python code for a script's process that runs ``code`` (fit_hook's, say) right after the script's own
+    `import keras` has run, instead of first thing: the script's start-up block (its signal handlers) has run by
+    then, and a hold on TensorFlow's import (test_faults.holding_tensorflows_import) still comes before the hook."""
+    return textwrap.dedent(f"""
+        import importlib.abc, importlib.util, sys
+
+
+        class _AfterKeras(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name != "keras":
+                    return None
+                sys.meta_path.remove(self)
+                spec = importlib.util.find_spec("keras")
+                load = spec.loader.exec_module
+
+                def exec_module(module):
+                    load(module)
+                    exec({code!r}, {{"__name__": "__test_hook__"}})
+
+                spec.loader.exec_module = exec_module
+                return spec
+
+
+        sys.meta_path.insert(0, _AfterKeras())
+    """)

@@ -1,5 +1,5 @@
-"""Nothing lost: atomic saves under kill -9, Ctrl-C, --resume after kill -9, determinism, tf.distribute (one machine;
-several: tests/test_multiworker.py)."""
+"""Nothing lost: atomic saves under kill -9, Ctrl-C, --resume after kill -9 (mid-epoch, and in the middle of the
+backup's own write), --resume refusing other flags."""
 
 from __future__ import annotations
 
@@ -13,12 +13,10 @@ import textwrap
 from pathlib import Path
 
 import keras
-import numpy as np
 import pytest
 from conftest import (
     ROOT,
     SMALL_BATCH,
-    SMALL_EPOCHS,
     SMALL_TRAIN,
     assert_one_line_error,
     data_flags,
@@ -27,28 +25,65 @@ from conftest import (
     read_until,
     run_script,
     start,
-    wait_for_epochs,
 )
-from test_training import CNN_FLOOR, Observe, run_main
+from test_training import CNN_FLOOR
 
-import train_cnn
 import train_dense
 
 
-def backed_up(backup: Path) -> tuple[int, dict[int, dict[str, float]]]:
-    """What a killed run left: the number of epochs its backup holds, and the rows of its history.csv by epoch."""
-    epochs = json.loads((backup / "state" / "training_metadata.json").read_text())["epoch"]
-    with (backup / "history.csv").open(newline="") as file:
+def stop_line(name: str) -> str:
+    """The one line a run stopped by a signal (after Keras has loaded) ends with."""
+    return (
+        f"stopped ({name}): no file was half-written; run the same command with --resume to go on from the last "
+        "finished epoch"
+    )
+
+
+def the_one_stop_line(stderr: str) -> str:
+    """stderr's last line, checked to be the only one saying "stopped", with no traceback before it."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert sum("stopped" in line for line in stderr.splitlines()) == 1, stderr[-3000:]
+    return stderr.strip().splitlines()[-1]
+
+
+def run_folder(models: Path, name: str = "cnn") -> Path:
+    """The one run folder (MODELS/.NAME-run-PID) that a stopped or killed run left."""
+    folders = list(models.glob(f".{name}-run-*"))
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def backed_up(run: Path) -> tuple[int, dict[int, dict[str, float]]]:
+    """What a stopped or killed run left: the number of epochs its backup holds, and the rows of its history.csv by
+    epoch."""
+    epochs = json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"]
+    with (run / "history.csv").open(newline="") as file:
         rows = {int(row["epoch"]): {k: float(v) for k, v in row.items() if v != "NA"} for row in csv.DictReader(file)}
     return epochs, rows
 
 
 def first_epoch_line(stdout: str) -> str:
-    return re.search(r"^Epoch \d+/\d+$", stdout, re.MULTILINE).group(0)
+    """The first "Epoch K/N" line that a run printed: where it started (or went on from)."""
+    found = re.search(r"^Epoch \d+/\d+$", stdout, re.MULTILINE)
+    assert found, stdout[-3000:]
+    return found.group(0)
+
+
+# Held a step into epoch EPOCH (1-based; the epochs before it finished and backed up), said on stdout, until a
+# signal reaches the script (whose handler then raises KeyboardInterrupt in this wait) or the test kills it.
+HELD_IN_EPOCH = """
+class Hook(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == (EPOCH, STEP):
+            say(f"in epoch {EPOCH}")
+            wait_until(noted_signal)
+"""
 
 
 def test_kill_9_during_save_keeps_previous_model(trained, tmp_path):
-    """A writer killed halfway through a save leaves the previous model intact and loadable."""
+    """A writer of mnistlab.records killed halfway through a save leaves the previous model intact and loadable."""
     target = tmp_path / "cnn.keras"
     target.write_bytes((trained["models"] / "cnn.keras").read_bytes())
     before = target.read_bytes()
@@ -66,7 +101,7 @@ def test_kill_9_during_save_keeps_previous_model(trained, tmp_path):
 
         records.save_model(DiesWhileSaving(), {str(target)!r})
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == -signal.SIGKILL
     assert target.read_bytes() == before
     assert keras.saving.load_model(target, safe_mode=True).count_params() > 0
@@ -80,54 +115,46 @@ def test_kill_9_during_save_keeps_previous_model(trained, tmp_path):
 
 
 def test_ctrl_c_ends_cleanly(tmp_path):
-    args = ["--train-size", "6000", "--epochs", "30", "--batch-size", "32", *output_flags(tmp_path), *data_flags()]
-    process = start("train_cnn.py", *args)
-    wait_for_epochs(tmp_path / "models" / ".resume-cnn", 1, process)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    """Ctrl-C a step into epoch 3: one line, exit 130, no model or record; the backup holds epochs 1 and 2, and
+    --resume goes on with epoch 3 exactly, keeping the rows written before the stop."""
+    args = ["--train-size", "3000", "--epochs", "3", "--batch-size", str(SMALL_BATCH), *output_flags(tmp_path)]
+    args += data_flags()
+    process = start("train_cnn.py", *args, prelude=fit_hook(HELD_IN_EPOCH, EPOCH=3, STEP=0))
+    try:
+        read_until(process, "hook: in epoch 3")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, err[-2000:]
-    assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    assert re.fullmatch(
-        r"interrupted (in epoch \d+|after epoch \d+) of 30: nothing was half-written; run the same command with "
-        r"--resume to go on from epoch \d+",
-        line,
-    ), line
+    assert the_one_stop_line(err) == stop_line("SIGINT")
     assert not (tmp_path / "models" / "cnn.keras").exists()
-    assert not list((tmp_path / "results").glob("*.json"))
+    assert not list((tmp_path / "results").glob("*.json*"))
+    done, rows = backed_up(run_folder(tmp_path / "models"))
+    assert done == 2 and sorted(rows) == [0, 1], (done, sorted(rows))
 
-
-MID_EPOCH_3 = """
-class Hook(keras.callbacks.Callback):  # ten steps into epoch 3, epochs 1 and 2 backed up: kill -9 lands here
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == (2, 10):
-            say("in epoch 3")
-            wait_until(lambda: False)
-"""
+    resumed = run_script("train_cnn.py", *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert first_epoch_line(resumed.stdout) == "Epoch 3/3", resumed.stdout[-3000:]
+    history = json.loads((tmp_path / "results" / "cnn_history.json").read_text())["epochs"]
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    assert history[:2] == [rows[0], rows[1]]  # the rows of before the stop, timings and all: not trained again
 
 
 def test_kill_9_mid_epoch_then_resume(tmp_path):
-    args = [
-        "--train-size",
-        str(SMALL_TRAIN),
-        "--epochs",
-        "6",
-        "--batch-size",
-        str(SMALL_BATCH),
-        *output_flags(tmp_path),
-        *data_flags(),
-    ]
-    process = start("train_cnn.py", *args, prelude=fit_hook(MID_EPOCH_3))
-    backup = tmp_path / "models" / ".resume-cnn"
+    args = ["--train-size", str(SMALL_TRAIN), "--epochs", "6", "--batch-size", str(SMALL_BATCH)]
+    args += [*output_flags(tmp_path), *data_flags()]
+    process = start("train_cnn.py", *args, prelude=fit_hook(HELD_IN_EPOCH, EPOCH=3, STEP=10))
     try:
         read_until(process, "hook: in epoch 3")
     finally:
         process.kill()
         process.communicate()
     assert not (tmp_path / "models" / "cnn.keras").exists()
-    done, rows = backed_up(backup)
+    run = run_folder(tmp_path / "models")
+    done, rows = backed_up(run)
     assert done == 2 and sorted(rows) == [0, 1], (done, sorted(rows))  # killed mid-way through epoch 3
 
     resumed = run_script("train_cnn.py", *args, "--resume")
@@ -140,81 +167,158 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
     assert history[:done] == [rows[epoch] for epoch in range(done)]
     record = json.loads((tmp_path / "results" / "cnn_run.json").read_text())
     assert record["test_accuracy"] >= CNN_FLOOR
-    assert not backup.exists()
+    assert not run.exists()
+
+
+# Keras' BackupAndRestore writes its two files in place (weights, then the metadata): the WRITE-th write of FILE is
+# cut off halfway, said on stdout, and held there until the test's kill -9.
+CUT_OFF_IN_THE_BACKUP = """
+import builtins, os
+_open, _save_weights, _writes = builtins.open, keras.Model.save_weights, {}
+
+
+def cut_off(path, data):
+    with _open(path, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    say(f"cut off {os.path.basename(path)}")
+    wait_until(lambda: False)
+
+
+def this_one(path):
+    name = os.path.basename(str(path))
+    if not str(path).endswith(f"backup/{name}") or name != FILE:
+        return False
+    _writes[name] = _writes.get(name, 0) + 1
+    return _writes[name] == WRITE
+
+
+class Metadata:  # Keras: with file_utils.File(path, "w") as f: f.write(json.dumps(metadata))
+    def __init__(self, path):
+        self.path = path
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return False
+    def write(self, text):
+        cut_off(self.path, text.encode())
+
+
+def open_(path, mode="r", *args, **kwargs):
+    if "w" in mode and this_one(path):
+        return Metadata(path)
+    return _open(path, mode, *args, **kwargs)
+
+
+def save_weights(self, filepath, *args, **kwargs):
+    if this_one(filepath):
+        whole = str(filepath).replace("latest.weights.h5", "whole.weights.h5")
+        _save_weights(self, whole, *args, **kwargs)
+        with _open(whole, "rb") as handle:
+            data = handle.read()
+        os.remove(whole)
+        cut_off(filepath, data)
+    return _save_weights(self, filepath, *args, **kwargs)
+
+
+builtins.open, keras.Model.save_weights = open_, save_weights
+
+
+class Hook(keras.callbacks.Callback):
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("file", "write", "first"),
+    [
+        ("training_metadata.json", 2, "Epoch 2/3"),  # the .bkp pair holds epoch 1
+        ("latest.weights.h5", 2, "Epoch 2/3"),
+        ("training_metadata.json", 1, "Epoch 1/3"),  # no .bkp yet: it starts anew
+        ("latest.weights.h5", 1, "Epoch 1/3"),
+    ],
+    ids=["metadata-epoch-2", "weights-epoch-2", "metadata-epoch-1", "weights-epoch-1"],
+)
+def test_kill_9_mid_backup_write_then_resume(tmp_path, file, write, first):
+    """kill -9 while Keras writes the backup of epoch WRITE (a file cut off halfway): --resume still ends with exit
+    0, going on from the last epoch whose backup is whole (Backup restores Keras' .bkp copies), or from epoch 1 when
+    there is none; the history rows written before the kill stay."""
+    args = ["--train-size", "3000", "--epochs", "3", "--batch-size", str(SMALL_BATCH), *output_flags(tmp_path)]
+    args += data_flags()
+    process = start("train_cnn.py", *args, prelude=fit_hook(CUT_OFF_IN_THE_BACKUP, FILE=file, WRITE=write))
+    try:
+        read_until(process, f"hook: cut off {file}")
+    finally:
+        process.kill()
+        process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    run = run_folder(tmp_path / "models")
+    cut = run / "backup" / file
+    assert len(cut.read_bytes()) > 0 and (cut.suffix != ".json" or not cut.read_text().endswith("}"))
+    with (run / "history.csv").open(newline="") as file_:
+        rows = {int(row["epoch"]): {k: float(v) for k, v in row.items() if v != "NA"} for row in csv.DictReader(file_)}
+    assert sorted(rows) == list(range(write)), sorted(rows)  # CSVLogger runs before the backup
+
+    resumed = run_script("train_cnn.py", *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Traceback" not in resumed.stderr
+    assert first_epoch_line(resumed.stdout) == first, resumed.stdout[-3000:]
+    history = json.loads((tmp_path / "results" / "cnn_history.json").read_text())["epochs"]
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    kept = int(first.split()[1].split("/")[0]) - 1  # the epochs it did not train again
+    assert history[:kept] == [rows[epoch] for epoch in range(kept)]
+    assert keras.saving.load_model(tmp_path / "models" / "cnn.keras").count_params() == 35_338
+    assert not run.exists()
 
 
 def test_resume_without_a_backup_is_refused(tmp_path):
     """... before it makes any folder: not the models or results folder, not --tensorboard's."""
     logs = ["--tensorboard", str(tmp_path / "logs")]
     result = run_script("train_dense.py", "--resume", *logs, *output_flags(tmp_path), *data_flags())
-    assert_one_line_error(result, 1, "nothing to resume in", "run the command without --resume")
+    assert_one_line_error(result, 1)
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: nothing to resume in {tmp_path / 'models'}; run the command without --resume"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_resume_with_other_flags_names_exactly_those(tmp_path, small_npz):
-    """A real run of train_dense.main, Ctrl-C'd in its second epoch, leaves its flags in .resume-dense/config.json;
-    --resume with three of them changed lists exactly those three. A default given explicitly is no change, and
-    --tensorboard may point elsewhere."""
+    """A real run of train_dense.main, stopped as its first epoch ends (a KeyboardInterrupt, as the script's signal
+    handler raises), leaves its flags in .dense-run-PID/config.json; --resume with three of them changed lists
+    exactly those three, before it makes --tensorboard's folder. A default given explicitly is no change, and
+    --tensorboard may point elsewhere: with only those, it resumes, from epoch 2."""
     flags = ["--train-size", "1000", "--epochs", "3", "--batch-size", "64", "--seed", "3"]
     flags += [*output_flags(tmp_path), "--data", str(small_npz)]  # 2,000 test images: a quicker test at the end
-    stop = train_dense.StopBetweenSteps()
 
-    class CtrlC(keras.callbacks.Callback):  # pressed as epoch 1 ends: it lands in epoch 2's first step
+    class CtrlC(keras.callbacks.Callback):  # after the script's own: epoch 1 is backed up
         def on_epoch_end(self, epoch, logs=None):
-            stop.signum = stop.signum or signal.SIGINT
+            raise KeyboardInterrupt("SIGINT")
 
     with pytest.raises(KeyboardInterrupt):
-        run_main(train_dense, *flags, stop=stop, extra_callbacks=[CtrlC()])
-    expected = "nothing was half-written; run the same command with --resume to go on from epoch 2"
-    assert stop.message() == f"interrupted in epoch 2 of 3: {expected}"
-    saved = json.loads((tmp_path / "models" / ".resume-dense" / "config.json").read_text())
+        train_dense.main(flags, callbacks=[CtrlC()])
+    run = run_folder(tmp_path / "models", "dense")
+    saved = json.loads((run / "config.json").read_text())
     assert (saved["epochs"], saved["seed"], saved["learning_rate"]) == (3, 3, 0.005)
 
     changed = ["--seed", "4", "--epochs", "4", "--learning-rate", "0.001"]
     same = ["--val-split", "0.1", "--tensorboard", str(tmp_path / "logs")]
     with pytest.raises(SystemExit) as refused:
-        run_main(train_dense, *flags, *changed, *same, "--resume")
+        train_dense.main([*flags, *changed, *same, "--resume"])
     assert refused.value.code == (
-        "error: --resume needs the same flags as the interrupted run; these differ: --epochs, --learning-rate, --seed"
+        "error: --resume needs the same flags as the stopped run; these differ: --epochs, --learning-rate, --seed"
     )
     assert not (tmp_path / "models" / "dense.keras").exists()
     assert not (tmp_path / "logs").exists()  # refused before it made --tensorboard's folder
 
+    class FirstEpoch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.epochs = []
 
-def test_deterministic_same_seed_same_history_another_seed_another(tmp_path, small_npz):
-    """--deterministic turns TensorFlow's op determinism on for the run; the same --seed then gives the same weights
-    and the same history, and another seed other weights and another history."""
-    runs = {}
-    for attempt, seed in (("a", 7), ("b", 7), ("c", 8)):
-        seen = Observe()
-        argv = ["--deterministic", "--seed", str(seed), "--train-size", "1000", "--epochs", "2"]
-        argv += ["--batch-size", str(SMALL_BATCH), *output_flags(tmp_path / attempt), "--data", str(small_npz)]
-        assert run_main(train_cnn, *argv, extra_callbacks=[seen]) == 0
-        assert seen.determinism is True, attempt  # on while it trains (run_main turned it off before)
-        epochs = json.loads((tmp_path / attempt / "results" / "cnn_history.json").read_text())["epochs"]
-        runs[attempt] = (seen.weights, [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in epochs])
-    np.testing.assert_array_equal(runs["a"][0], runs["b"][0])
-    assert runs["a"][1] == runs["b"][1] and runs["a"][1][0]["loss"] > 0
-    assert not np.allclose(runs["a"][0], runs["c"][0])
-    assert [row["loss"] for row in runs["a"][1]] != [row["loss"] for row in runs["c"][1]]
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epochs.append(epoch)
 
-
-def test_mirrored_over_two_cpu_devices_reaches_the_same_floor(tmp_path):
-    result = run_script(
-        "train_cnn.py",
-        "--distribute",
-        "mirrored",  # two logical CPU devices on a machine without a GPU
-        "--train-size",
-        str(SMALL_TRAIN),
-        "--epochs",
-        str(SMALL_EPOCHS),
-        "--batch-size",
-        str(SMALL_BATCH // 2),
-        *output_flags(tmp_path),
-        *data_flags(),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"batch {SMALL_BATCH} over all devices" in result.stdout
-    record = json.loads((tmp_path / "results" / "cnn_run.json").read_text())
-    assert record["replicas"] == 2 and record["global_batch_size"] == SMALL_BATCH
-    assert record["test_accuracy"] >= CNN_FLOOR
+    seen = FirstEpoch()
+    assert train_dense.main([*flags, *same, "--resume"], callbacks=[seen]) == 0
+    assert seen.epochs == [1, 2]  # went on from epoch 2
+    history = json.loads((tmp_path / "results" / "dense_history.json").read_text())["epochs"]
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    assert not run.exists()
