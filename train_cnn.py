@@ -21,6 +21,7 @@ import platform
 import shutil
 import signal
 import sys
+import tempfile
 import time
 
 
@@ -220,11 +221,8 @@ class EpochSeconds(keras.callbacks.Callback):
 
 
 class Backup(keras.callbacks.BackupAndRestore):
-    """Keras' backup of the weights and the epoch, kept until the model is saved. Keras writes its
-    two files in place: if one was cut off (kill -9), go back to its copy of the epoch before."""
-
-    def __init__(self, folder: str):
-        super().__init__(folder, double_checkpoint=True, delete_checkpoint=False)
+    """Keras' backup of the weights and the epoch. Keras writes its two files in place: if one was
+    cut off (kill -9), go back to its copy of the epoch before (double_checkpoint=True)."""
 
     def on_train_begin(self, logs=None):
         try:
@@ -279,13 +277,15 @@ def main(argv=None, callbacks=()) -> int:
     fit_callbacks = [EpochSeconds(),
                      keras.callbacks.ModelCheckpoint(folder + "/epoch-{epoch}.keras"),
                      keras.callbacks.CSVLogger(folder + "/history.csv", append=True),
-                     Backup(folder + "/backup"), keras.callbacks.TerminateOnNaN()]
+                     Backup(folder + "/backup", double_checkpoint=True, delete_checkpoint=False),
+                     keras.callbacks.TerminateOnNaN()]
     if args.tensorboard:
         fit_callbacks.append(keras.callbacks.TensorBoard(args.tensorboard))
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
               validation_data=(x_val, y_val) if len(x_val) else None,
               callbacks=[*fit_callbacks, *callbacks], verbose=1 if sys.stdout.isatty() else 2)
-    if model.stop_training:  # by TerminateOnNaN
+    if model.stop_training:  # by TerminateOnNaN: its backup holds no weights to go on from
+        shutil.rmtree(folder, ignore_errors=True)
         fail("training diverged (the loss is not a number); try a lower --learning-rate")
     with open(folder + "/history.csv", newline="") as file:
         rows = {row["epoch"]: row for row in csv.DictReader(file)}  # --resume: the last row wins
@@ -307,8 +307,14 @@ def main(argv=None, callbacks=()) -> int:
     save(f"{args.models_dir}/cnn.keras", model)
     save(f"{args.results_dir}/cnn_history.json", {"name": "cnn", "epochs": history})
     save(f"{args.results_dir}/cnn_run.json", record)
-    with open(f"{args.results_dir}/runs.jsonl", "a") as file:  # every run, ever: one line each
-        file.write(json.dumps(record) + "\n")
+    with open(f"{args.results_dir}/runs.jsonl", "ab") as file:  # every run, ever: a line each
+        end = file.tell()
+        try:
+            file.write((json.dumps(record) + "\n").encode())
+            file.flush()
+        except OSError:  # a full disk: no half line
+            file.truncate(end)
+            raise
     shutil.rmtree(folder, ignore_errors=True)
     print(f"cnn: test accuracy {test_accuracy:.2%} ({record['test_errors']} errors / "
           f"{len(x_test):,}), {record['parameters']:,} parameters, trained "
@@ -338,9 +344,7 @@ def run_folder(args) -> str:
         except OSError as error:
             fail(f"cannot write to the folder {path!r}: {error.strerror}; "
                  f"choose another with {option}")
-    folder = f"{args.models_dir}/.cnn-run-{os.getpid()}"
-    shutil.rmtree(folder, ignore_errors=True)  # left by an old run that had the same PID
-    os.makedirs(folder)
+    folder = tempfile.mkdtemp(prefix=f".cnn-run-{os.getpid()}-", dir=args.models_dir)  # a new one
     save(folder + "/config.json", config)
     return folder
 
@@ -376,6 +380,14 @@ def stop_here(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def leave(code: int):
+    """Exit now, while the fault is still held: after a failed save, Python's clean-up of the file
+    h5py was writing can crash the interpreter."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def excepthook(kind, error, traceback):
     """After a full disk mid-save, h5py fails to close its file as Python cleans up, with a
     traceback each time: the one line printed has said what went wrong."""
@@ -390,18 +402,15 @@ if __name__ == "__main__":
     sys.excepthook = excepthook
     sys.unraisablehook = lambda fault: excepthook(fault.exc_type, fault.exc_value, None)
     try:
-        code = main()
+        leave(main())
     except KeyboardInterrupt as stop:
         name = str(stop) or "SIGINT"
-        code = 128 + signal.Signals[name]
         print(f"\nstopped ({name}): no file was half-written; run the same command with --resume "
               "to go on from the last finished epoch", file=sys.stderr)
+        leave(128 + signal.Signals[name])
     except OSError as error:  # a full disk, a read-only folder (h5py's message has two lines)
-        code = 1
         reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
         where = os.path.dirname(error.filename) if error.filename else "an output folder"
-        print(f"error: {reason} ({where}); no file was half-written: free some space or choose "
-              "another folder, and run the same command again", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip Python's cleanup, which can crash after a failed save
+        print(f"error: {reason} ({where}); the saved files are whole: free some space or choose "
+              "another folder, then run the same command with --resume", file=sys.stderr)
+        leave(1)

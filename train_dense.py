@@ -21,6 +21,7 @@ import platform
 import shutil
 import signal
 import sys
+import tempfile
 import time
 
 
@@ -112,7 +113,7 @@ def load_data(path=None):
 
 
 # The network: Flatten → [Dense(512) → ReLU → Dropout 0.5] × 2 → Dense: 670k parameters.
-def build_model(augment: bool = False, units: tuple = (512, 512), dropout: float = 0.5):
+def build_model(augment: bool = False) -> keras.Model:
     # Keras' functional API: Input is a placeholder, each layer is called on the one before, and
     # Model joins the chain. No image flows through until fit().
     inputs = keras.Input(shape=(28, 28, 1), name="pixels")  # raw pixels 0-255, as the CNN's
@@ -120,10 +121,11 @@ def build_model(augment: bool = False, units: tuple = (512, 512), dropout: float
     if augment:
         x = augmentation()(x)  # random small rotations, zooms and shifts, only while training
     x = layers.Flatten(name="flatten")(x)  # 28×28 → 784 numbers: the picture's layout is gone
-    for index, width in enumerate(units, start=1):
-        # Each unit (a neuron) weighs every input: 784 × 512 weights in the first layer alone.
-        x = layers.Dense(width, activation="relu", name=f"dense{index}")(x)
-        x = layers.Dropout(dropout, name=f"dropout{index}")(x)  # silence half: less memorising
+    # Each unit (a neuron) weighs every input: 784 × 512 weights in the first layer alone.
+    x = layers.Dense(512, activation="relu", name="dense1")(x)
+    x = layers.Dropout(0.5, name="dropout1")(x)  # silence a random half: less memorising
+    x = layers.Dense(512, activation="relu", name="dense2")(x)  # 512 × 512 weights
+    x = layers.Dropout(0.5, name="dropout2")(x)
     # Ten class probabilities, in float32 even when the layers above compute in bfloat16.
     outputs = layers.Dense(10, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="dense")
@@ -159,11 +161,8 @@ class EpochSeconds(keras.callbacks.Callback):
 
 
 class Backup(keras.callbacks.BackupAndRestore):
-    """Keras' backup of the weights and the epoch, kept until the model is saved. Keras writes its
-    two files in place: if one was cut off (kill -9), go back to its copy of the epoch before."""
-
-    def __init__(self, folder: str):
-        super().__init__(folder, double_checkpoint=True, delete_checkpoint=False)
+    """Keras' backup of the weights and the epoch. Keras writes its two files in place: if one was
+    cut off (kill -9), go back to its copy of the epoch before (double_checkpoint=True)."""
 
     def on_train_begin(self, logs=None):
         try:
@@ -215,13 +214,15 @@ def main(argv=None, callbacks=()) -> int:
     fit_callbacks = [EpochSeconds(),
                      keras.callbacks.ModelCheckpoint(folder + "/epoch-{epoch}.keras"),
                      keras.callbacks.CSVLogger(folder + "/history.csv", append=True),
-                     Backup(folder + "/backup"), keras.callbacks.TerminateOnNaN()]
+                     Backup(folder + "/backup", double_checkpoint=True, delete_checkpoint=False),
+                     keras.callbacks.TerminateOnNaN()]
     if args.tensorboard:
         fit_callbacks.append(keras.callbacks.TensorBoard(args.tensorboard))
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
               validation_data=(x_val, y_val) if len(x_val) else None,
               callbacks=[*fit_callbacks, *callbacks], verbose=1 if sys.stdout.isatty() else 2)
-    if model.stop_training:  # by TerminateOnNaN
+    if model.stop_training:  # by TerminateOnNaN: its backup holds no weights to go on from
+        shutil.rmtree(folder, ignore_errors=True)
         fail("training diverged (the loss is not a number); try a lower --learning-rate")
     with open(folder + "/history.csv", newline="") as file:
         rows = {row["epoch"]: row for row in csv.DictReader(file)}  # --resume: the last row wins
@@ -242,8 +243,14 @@ def main(argv=None, callbacks=()) -> int:
     save(f"{args.models_dir}/dense.keras", model)
     save(f"{args.results_dir}/dense_history.json", {"name": "dense", "epochs": history})
     save(f"{args.results_dir}/dense_run.json", record)
-    with open(f"{args.results_dir}/runs.jsonl", "a") as file:  # every run, ever: one line each
-        file.write(json.dumps(record) + "\n")
+    with open(f"{args.results_dir}/runs.jsonl", "ab") as file:  # every run, ever: a line each
+        end = file.tell()
+        try:
+            file.write((json.dumps(record) + "\n").encode())
+            file.flush()
+        except OSError:  # a full disk: no half line
+            file.truncate(end)
+            raise
     shutil.rmtree(folder, ignore_errors=True)
     print(f"dense: test accuracy {test_accuracy:.2%} ({record['test_errors']} errors / "
           f"{len(x_test):,}), {record['parameters']:,} parameters, trained "
@@ -273,9 +280,7 @@ def run_folder(args) -> str:
         except OSError as error:
             fail(f"cannot write to the folder {path!r}: {error.strerror}; "
                  f"choose another with {option}")
-    folder = f"{args.models_dir}/.dense-run-{os.getpid()}"
-    shutil.rmtree(folder, ignore_errors=True)  # left by an old run that had the same PID
-    os.makedirs(folder)
+    folder = tempfile.mkdtemp(prefix=f".dense-run-{os.getpid()}-", dir=args.models_dir)  # a new one
     save(folder + "/config.json", config)
     return folder
 
@@ -311,6 +316,14 @@ def stop_here(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def leave(code: int):
+    """Exit now, while the fault is still held: after a failed save, Python's clean-up of the file
+    h5py was writing can crash the interpreter."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def excepthook(kind, error, traceback):
     """After a full disk mid-save, h5py fails to close its file as Python cleans up, with a
     traceback each time: the one line printed has said what went wrong."""
@@ -325,18 +338,15 @@ if __name__ == "__main__":
     sys.excepthook = excepthook
     sys.unraisablehook = lambda fault: excepthook(fault.exc_type, fault.exc_value, None)
     try:
-        code = main()
+        leave(main())
     except KeyboardInterrupt as stop:
         name = str(stop) or "SIGINT"
-        code = 128 + signal.Signals[name]
         print(f"\nstopped ({name}): no file was half-written; run the same command with --resume "
               "to go on from the last finished epoch", file=sys.stderr)
+        leave(128 + signal.Signals[name])
     except OSError as error:  # a full disk, a read-only folder (h5py's message has two lines)
-        code = 1
         reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
         where = os.path.dirname(error.filename) if error.filename else "an output folder"
-        print(f"error: {reason} ({where}); no file was half-written: free some space or choose "
-              "another folder, and run the same command again", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip Python's cleanup, which can crash after a failed save
+        print(f"error: {reason} ({where}); the saved files are whole: free some space or choose "
+              "another folder, then run the same command with --resume", file=sys.stderr)
+        leave(1)

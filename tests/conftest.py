@@ -43,7 +43,7 @@ def mnist_npz() -> Path:
     the internet."""
     path = Path(os.environ.get("MNIST_NPZ") or ROOT / "data" / "mnist.npz")
     if not path.is_file():
-        subprocess.run([sys.executable, str(ROOT / "get_mnist.py"), "--out", str(path)], check=True)
+        subprocess.run([sys.executable, str(ROOT / "get_mnist.py"), "--out", str(path)], check=True, timeout=600)
     return path
 
 
@@ -98,7 +98,7 @@ def wait_for_epochs(models: Path, count: int, process: subprocess.Popen[str], li
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        for metadata in models.glob(f".*-run-{process.pid}/backup/training_metadata.json"):
+        for metadata in models.glob(f".*-run-{process.pid}-*/backup/training_metadata.json"):
             try:
                 if json.loads(metadata.read_text())["epoch"] >= count:
                     return metadata.parent.parent
@@ -362,8 +362,10 @@ def find_chromium(*, driver: bool, search_path: str | None = None) -> tuple[str,
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """Debian's Chromium through Selenium, with the driver's path given: nothing is downloaded."""
-    webdriver = pytest.importorskip("selenium.webdriver")
+    """Debian's Chromium through Selenium, with the driver's path given: nothing is downloaded. Selenium is pinned in
+    requirements-dev.txt: imported, never skipped, so that a broken install fails the browser tests in CI."""
+    from selenium import webdriver
+
     chromium, chromedriver = find_chromium(driver=True)
     options = webdriver.ChromeOptions()
     options.binary_location = chromium

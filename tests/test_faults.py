@@ -164,8 +164,8 @@ def test_two_runs_of_one_script_into_one_folder(tmp_path):
         read_until(later, "hook: trained; holding the save")
         out, err = first.communicate(timeout=300)
         assert first.returncode == 0, err[-3000:]
-        assert not (models / f".dense-run-{first.pid}").exists()  # the first removed its own run folder...
-        held = models / f".dense-run-{later.pid}"
+        assert not list(models.glob(f".dense-run-{first.pid}-*"))  # the first removed its own run folder...
+        (held,) = models.glob(f".dense-run-{later.pid}-*")
         assert json.loads((held / "backup" / "training_metadata.json").read_text())["epoch"] == 2  # ...only
         assert sorted(p.name for p in held.iterdir()) == sorted(
             ["backup", "config.json", "epoch-1.keras", "epoch-2.keras", "history.csv"]
@@ -226,7 +226,7 @@ def test_a_run_stopped_while_another_runs_resumes_from_its_own_last_epoch(tmp_pa
     assert the_one_stop_line(a_err) == stop_line("SIGTERM")
     assert b.returncode == 0, b_err[-3000:]
     run = run_folder(models)
-    assert run.name == f".cnn-run-{a.pid}"
+    assert run.name.startswith(f".cnn-run-{a.pid}-"), run.name
     done, rows = backed_up(run)
     assert done == 2 and sorted(rows) == [0, 1], (done, sorted(rows))
 
@@ -450,8 +450,8 @@ def test_no_room_at_each_write_site(site, trained, tmp_path):
     reason = "Read-only file system" if site == "read-only" else "No space left on device"
     where = tmp_path / folder if folder else "an output folder"
     assert last_error_line(result.stderr) == (
-        f"error: {reason} ({where}); no file was half-written: free some space or choose another folder, and run "
-        "the same command again"
+        f"error: {reason} ({where}); the saved files are whole: free some space or choose another folder, then run "
+        "the same command with --resume"
     )
     assert sum(line.startswith("error") for line in result.stderr.splitlines()) == 1, result.stderr[-3000:]
     after = whole_files(models, results)  # every file whole
@@ -517,8 +517,8 @@ def test_a_real_full_disk_mid_training(tmp_path):
         line = last_error_line(result.stderr)
         where = re.escape(str(tiny)) + r"(/\S*)?|an output folder"
         assert re.fullmatch(
-            rf"error: No space left on device \(({where})\); no file was half-written: free some space or choose "
-            "another folder, and run the same command again",
+            rf"error: No space left on device \(({where})\); the saved files are whole: free some space or choose "
+            "another folder, then run the same command with --resume",
             line,
         ), line
         assert sum(line.startswith("error") for line in result.stderr.splitlines()) == 1, result.stderr[-3000:]

@@ -334,7 +334,8 @@ def test_no_augment_wins_over_the_best_presets_augmentation(tmp_path, small_npz)
         run_main(train_cnn, *flags, *output_flags(tmp_path), "--data", str(small_npz), callbacks=[seen, StopAtOnce()])
     assert seen.name == "cnn_best" and "conv3" in seen.dtypes, seen.dtypes  # the best preset's network ...
     assert "augmentation" not in seen.dtypes, seen.dtypes  # ... without the moved digits
-    saved = json.loads((tmp_path / "models" / f".cnn-run-{os.getpid()}" / "config.json").read_text())
+    (folder,) = (tmp_path / "models").glob(f".cnn-run-{os.getpid()}-*")
+    saved = json.loads((folder / "config.json").read_text())
     assert (saved["preset"], saved["augment"], saved["shifted_views"]) == ("best", False, True)
 
 
