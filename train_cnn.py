@@ -323,8 +323,8 @@ def main(argv=None, callbacks=()) -> int:
 
 
 def run_folder(args) -> str:
-    """MODELS/.cnn-run-PID, with the run's flags: a folder of its own, so that two runs never
-    share one. With --resume, the newest such folder, if its flags are the same."""
+    """A new folder of this run's own, MODELS/.cnn-run-PID-XXXXXXXX, with its flags: two runs
+    never share one. With --resume, the newest such folder, if its flags are the same."""
     config = {key: value for key, value in vars(args).items()
               if key not in ("resume", "tensorboard")}
     if args.resume:
