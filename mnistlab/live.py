@@ -1,11 +1,12 @@
 """Training as it happens, for serve.py's page: read from the files that the training scripts write anyway.
 
 The scripts know nothing of the page. A run of ``train_NAME.py`` keeps a folder of its own,
-``MODELS/.NAME-run-PID-XXXXXXXX/``, until its model is saved: ``config.json`` (its flags, from the start), ``epoch-K.keras`` (Keras' ModelCheckpoint: the
-network after epoch K) and ``history.csv`` (Keras' CSVLogger: a row per finished epoch). ModelCheckpoint comes before
-CSVLogger in the script's callbacks, so when row K is there, ``epoch-K.keras`` is whole: the page loads the epoch of
-the last whole row and never a file still being written. A run that ends well leaves ``MODELS/NAME.keras``,
-``RESULTS/NAME_run.json`` and ``RESULTS/NAME_history.json``, then removes its folder.
+``MODELS/.NAME-run-PID-XXXXXXXX/``, until its model is saved: ``config.json`` (its flags, from the start),
+``epoch-K.keras`` (Keras' ModelCheckpoint: the network after epoch K) and ``history.csv`` (Keras' CSVLogger: a row
+per finished epoch). ModelCheckpoint comes before CSVLogger in the script's callbacks, so when row K is there,
+``epoch-K.keras`` is whole: the page loads the epoch of the last whole row and never a file still being written. A
+run that ends well leaves ``MODELS/NAME.keras``, ``RESULTS/NAME_run.json`` and ``RESULTS/NAME_history.json``, then
+removes its folder.
 
 No lock and no PID: a run's folder that has changed in the last ``QUIET`` seconds (or three of its slowest epochs)
 is training; one that has not is stopped (Ctrl-C, kill -9: ``--resume`` goes on); a saved model newer than every
