@@ -1052,7 +1052,7 @@ left.set(xticks=positions, xticklabels=[f"{s:,} images" for s in AUGMENT_SIZES],
 left.legend(fontsize=8, loc="lower right")
 left.grid(alpha=0.3)
 for position, size in zip(positions, AUGMENT_SIZES, strict=True):
-    right.bar(position, np.mean(gains[size]) * 100, width=0.5, color="C2", alpha=0.5,
+    right.bar(position, np.mean(gains[size]) * 100, width=0.5, color="C2",
               label="mean over the seeds" if position == 0 else None)
     right.errorbar(position, np.mean(gains[size]) * 100, yerr=np.std(gains[size]) * 100, fmt="none",
                    color="black", capsize=6, label="± standard deviation" if position == 0 else None)
