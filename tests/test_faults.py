@@ -107,16 +107,27 @@ def top_level(script: str) -> dict[str, ast.AST]:
 def test_the_two_scripts_differ_only_in_the_network_and_its_settings():
     """What the tests here check on train_cnn.py (a stop, a full disk, kill -9, two runs, --resume) holds for
     train_dense.py: past the docstring, the flags and the network, every statement is the same, and in main() only
-    the choice of the network and the CNN's shifted views differ."""
+    the choice of the network, the CNN's shifted views and how each compiles (the CNN's label smoothing and averaged
+    weights, for its best preset) differ."""
     cnn, dense = top_level("train_cnn.py"), top_level("train_dense.py")
     assert sorted(set(cnn) - NETWORK) == sorted(set(dense) - NETWORK)
     differ = [key for key in set(cnn) - NETWORK - {"main"} if ast.unparse(cnn[key]) != ast.unparse(dense[key])]
     assert differ == []
     cnn_main, dense_main = ([ast.unparse(s) for s in script["main"].body] for script in (cnn, dense))
     assert [s for s in cnn_main if s in dense_main] == [s for s in dense_main if s in cnn_main]
-    assert [s for s in dense_main if s not in cnn_main] == ["model = build_model(args.augment)"]
-    only_cnn = [s for s in cnn_main if s not in dense_main]
-    assert len(only_cnn) == 2 and all("preset" in s or "shifted_views" in s for s in only_cnn), only_cnn
+    assert [s for s in dense_main if s not in cnn_main] == [
+        "model = build_model(args.augment)",
+        "adam = keras.optimizers.Adam(one_cycle(args.learning_rate, steps))",
+        "model.compile(optimizer=adam, loss='categorical_crossentropy', metrics=['accuracy'])",
+    ]
+    assert [s for s in cnn_main if s not in dense_main] == [
+        "model = (build_best_model if args.preset == 'best' else build_model)(args.augment)",
+        "adam = keras.optimizers.Adam(one_cycle(args.learning_rate, steps), use_ema=args.average_weights, "
+        "ema_momentum=max(0.0, 1 - 5 / steps))",
+        "loss = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)",
+        "model.compile(optimizer=adam, loss=loss, metrics=['accuracy'])",
+        "model = with_shifted_views(model) if args.shifted_views else model",
+    ]
     assert {"save", "Backup", "run_folder", "stop_here", "excepthook"} <= set(cnn)  # what is compared is there
 
 
