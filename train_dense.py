@@ -312,8 +312,25 @@ def fail(message: str):
 
 
 # A stop or a fault, said in one line and an exit code, never a traceback.
-def stop_here(signum, frame):
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+class StopBetweenSteps(keras.callbacks.Callback):
+    """Ctrl-C, SIGTERM or SIGHUP: noted, and raised when a step (or fit(), or the test) ends, for
+    one raised inside TensorFlow's own code can come out as another error. A second one acts at
+    once; one during the final save lets the save finish."""
+
+    def __init__(self):
+        super().__init__()
+        self.signum = 0
+
+    def on_signal(self, signum, frame):
+        if self.signum:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        self.signum = signum
+
+    def stop_if_asked(self, *args, **kwargs):
+        if self.signum:
+            raise KeyboardInterrupt(signal.Signals(self.signum).name)
+
+    on_train_batch_end = on_test_batch_end = on_test_end = on_train_end = stop_if_asked
 
 
 def leave(code: int):
@@ -332,13 +349,14 @@ def excepthook(kind, error, traceback):
 
 
 if __name__ == "__main__":
-    for signum in STOP_SIGNALS:  # Ctrl-C, SIGTERM and SIGHUP: a KeyboardInterrupt, all three
+    stop = StopBetweenSteps()
+    for signum in STOP_SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, stop_here)
+            signal.signal(signum, stop.on_signal)
     sys.excepthook = excepthook
     sys.unraisablehook = lambda fault: excepthook(fault.exc_type, fault.exc_value, None)
     try:
-        leave(main())
+        leave(main(callbacks=[stop]))
     except KeyboardInterrupt as stop:
         name = str(stop) or "SIGINT"
         print(f"\nstopped ({name}): no file was half-written; run the same command with --resume "

@@ -418,3 +418,17 @@ def after_keras_loads(code: str) -> str:
 
         sys.meta_path.insert(0, _AfterKeras())
     """)
+
+
+def stop_when(process: subprocess.Popen[str], fragment: str, signum: int, limit: float = 300) -> str:
+    """Send ``signum`` to ``process`` once it has printed ``fragment`` (a hook's line, say); its stderr once it has
+    ended. A process that does not end within 120 s is killed, and the test fails on what it left."""
+    try:
+        read_until(process, fragment, limit)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return err

@@ -28,6 +28,7 @@ from conftest import (
     read_until,
     run_script,
     start,
+    stop_when,
 )
 from test_reliability import HELD_IN_EPOCH, backed_up, first_epoch_line, run_folder, stop_line, the_one_stop_line
 
@@ -128,7 +129,7 @@ def test_the_two_scripts_differ_only_in_the_network_and_its_settings():
         "model.compile(optimizer=adam, loss=loss, metrics=['accuracy'])",
         "model = with_shifted_views(model) if args.shifted_views else model",
     ]
-    assert {"save", "Backup", "run_folder", "stop_here", "excepthook"} <= set(cnn)  # what is compared is there
+    assert {"save", "Backup", "run_folder", "StopBetweenSteps", "excepthook"} <= set(cnn)  # what is compared is there
 
 
 # --- two runs at once ------------------------------------------------------------------------------------------
@@ -551,14 +552,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_and_resume_goes_on(tmp_path, stop):
         process = start("train_cnn.py", *args, prelude=fit_hook(HELD_IN_EPOCH, EPOCH=2, STEP=0))
     finally:
         signal.signal(signal.SIGHUP, hangup)
-    try:
-        read_until(process, "hook: in epoch 2")
-        process.send_signal(stop)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    err = stop_when(process, "hook: in epoch 2", stop)
     assert process.returncode == 128 + stop, err[-2000:]
     assert the_one_stop_line(err) == stop_line(stop.name)
     assert not (tmp_path / "models" / "cnn.keras").exists()
@@ -580,14 +574,7 @@ def test_a_stop_in_the_first_epoch_then_resume_starts_it_again(tmp_path):
     args = ["--train-size", "2000", "--epochs", "2", "--batch-size", str(SMALL_BATCH), *output_flags(tmp_path)]
     args += data_flags()
     process = start("train_cnn.py", *args, prelude=fit_hook(HELD_IN_EPOCH, EPOCH=1, STEP=0))
-    try:
-        read_until(process, "hook: in epoch 1")
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    err = stop_when(process, "hook: in epoch 1", signal.SIGTERM)
     assert process.returncode == 143, err[-2000:]
     assert the_one_stop_line(err) == stop_line("SIGTERM")
     run = run_folder(tmp_path / "models")
@@ -689,14 +676,7 @@ def test_a_stop_while_keras_is_still_importing(tmp_path, script, stop):
         process = start(script, *output_flags(tmp_path), *data_flags(), prelude=prelude)
     finally:
         signal.signal(signal.SIGHUP, hangup)
-    try:
-        read_until(process, "hook: importing tensorflow", limit=120)
-        process.send_signal(stop)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    err = stop_when(process, "hook: importing tensorflow", stop, limit=120)
     assert process.returncode == 128 + stop, err[-2000:]
     line = last_error_line(err)
     assert sum("stopped" in line for line in err.splitlines()) == 1, err[-2000:]
@@ -714,29 +694,48 @@ def save(self, filepath, *args, **kwargs):
     if str(filepath).endswith(".tmp.keras"):  # the model, not an epoch's file
         say("writing the model")
         wait_until(noted_signal)
+        say("noted")
+        if HOLD == "forever":
+            wait_until(lambda: False)  # a second stop raises in here
     return _save(self, filepath, *args, **kwargs)
 keras.Model.save = save
 """
 
 
-def test_a_stop_during_the_final_save_leaves_the_old_files_whole(trained, tmp_path, small_npz):
-    """Ctrl-C while the trained model is being written: the stop line, exit 130, the previous model and records
-    every byte, no temp file; --resume (every epoch is backed up) then trains no epoch again, and saves."""
+def test_a_stop_during_the_final_save_lets_it_finish(trained, tmp_path, small_npz):
+    """Ctrl-C while the trained model is being written: noted, and the save goes on to the end: exit 0, the new
+    model and records whole, the run's folder gone, no temp file."""
     models, results = tmp_path / "models", tmp_path / "results"
     shutil.copytree(trained["models"], models)
     shutil.copytree(trained["results"], results)
     before = whole_files(models, results)
     args = ["--train-size", "1000", "--epochs", "2", "--batch-size", "64", *output_flags(tmp_path)]
     args += ["--data", str(small_npz)]
-    process = start("train_cnn.py", *args, prelude=HOOK_TOOLS + MODEL_WRITE_HELD)
-    try:
-        read_until(process, "hook: writing the model")
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    process = start("train_cnn.py", *args, prelude=HOOK_TOOLS + "HOLD = 'until noted'\n" + MODEL_WRITE_HELD)
+    err = stop_when(process, "hook: writing the model", signal.SIGINT)
+    assert process.returncode == 0, err[-2000:]
+    assert "Traceback" not in err and "stopped" not in err, err[-2000:]
+    after = whole_files(models, results)
+    changed = sorted(name for name in after if after[name] != before[name])
+    assert changed == ["cnn.keras", "cnn_history.json", "cnn_run.json", "runs.jsonl"], changed
+    assert json.loads((results / "cnn_run.json").read_text())["train_images"] == 900
+    assert leftovers(models, results) == [] and not list(models.glob(".cnn-run-*"))
+
+
+def test_a_second_stop_during_the_final_save_leaves_the_old_files_whole(trained, tmp_path, small_npz):
+    """Ctrl-C twice while the trained model is being written: the second acts at once: the stop line, exit 130, the
+    previous model and records every byte, no temp file; --resume (every epoch is backed up) then trains no epoch
+    again, and saves."""
+    models, results = tmp_path / "models", tmp_path / "results"
+    shutil.copytree(trained["models"], models)
+    shutil.copytree(trained["results"], results)
+    before = whole_files(models, results)
+    args = ["--train-size", "1000", "--epochs", "2", "--batch-size", "64", *output_flags(tmp_path)]
+    args += ["--data", str(small_npz)]
+    process = start("train_cnn.py", *args, prelude=HOOK_TOOLS + "HOLD = 'forever'\n" + MODEL_WRITE_HELD)
+    read_until(process, "hook: writing the model")
+    process.send_signal(signal.SIGINT)  # noted
+    err = stop_when(process, "hook: noted", signal.SIGINT)  # acts at once
     assert process.returncode == 130, err[-2000:]
     assert the_one_stop_line(err) == stop_line("SIGINT")
     assert whole_files(models, results) == before

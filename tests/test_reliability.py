@@ -25,6 +25,7 @@ from conftest import (
     read_until,
     run_script,
     start,
+    stop_when,
 )
 from test_training import CNN_FLOOR
 
@@ -120,14 +121,7 @@ def test_ctrl_c_ends_cleanly(tmp_path):
     args = ["--train-size", "3000", "--epochs", "3", "--batch-size", str(SMALL_BATCH), *output_flags(tmp_path)]
     args += data_flags()
     process = start("train_cnn.py", *args, prelude=fit_hook(HELD_IN_EPOCH, EPOCH=3, STEP=0))
-    try:
-        read_until(process, "hook: in epoch 3")
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    err = stop_when(process, "hook: in epoch 3", signal.SIGINT)
     assert process.returncode == 130, err[-2000:]
     assert the_one_stop_line(err) == stop_line("SIGINT")
     assert not (tmp_path / "models" / "cnn.keras").exists()
