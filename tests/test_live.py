@@ -202,7 +202,7 @@ HOLDS = pathlib.Path(HOLDS)
 class Hook(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         (HOLDS / f"{NAME}-{epoch + 1}.held").touch()
-        wait_until(lambda: (HOLDS / f"{NAME}-{epoch + 1}.go").exists())  # Ctrl-C raises in here
+        wait_until(lambda: (HOLDS / f"{NAME}-{epoch + 1}.go").exists() or noted_signal())  # Ctrl-C: noted
 """
 
 
