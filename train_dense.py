@@ -357,8 +357,8 @@ if __name__ == "__main__":
     sys.unraisablehook = lambda fault: excepthook(fault.exc_type, fault.exc_value, None)
     try:
         leave(main(callbacks=[stop]))
-    except KeyboardInterrupt as stop:
-        name = str(stop) or "SIGINT"
+    except KeyboardInterrupt as interrupt:
+        name = str(interrupt) or "SIGINT"
         print(f"\nstopped ({name}): no file was half-written; run the same command with --resume "
               "to go on from the last finished epoch", file=sys.stderr)
         leave(128 + signal.Signals[name])
